@@ -1,0 +1,285 @@
+package api
+
+import "time"
+
+// Meta is what every stored object carries besides its spec and status.
+type Meta struct {
+	// Name is unique per kind and is the object's key.
+	Name string `json:"name"`
+	// ResourceVersion is the etcd mod revision the object was read at. A write
+	// that carries it succeeds only if nobody wrote in between (409 otherwise).
+	ResourceVersion string `json:"resourceVersion,omitempty"`
+	// UID tells apart two objects that had the same name at different times.
+	UID       string    `json:"uid,omitempty"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// DesiredState is what the user asked an instance to be doing.
+type DesiredState string
+
+// Desired states of an instance.
+const (
+	DesiredRunning DesiredState = "running"
+	DesiredStopped DesiredState = "stopped"
+)
+
+// Phase is where an instance is in its life, as observed.
+type Phase string
+
+// Instance phases.
+const (
+	PhasePending   Phase = "Pending"   // accepted, waiting for a host
+	PhaseScheduled Phase = "Scheduled" // a host was chosen, its agent has not acted yet
+	PhaseStarting  Phase = "Starting"
+	PhaseRunning   Phase = "Running"
+	PhaseStopping  Phase = "Stopping"
+	PhaseStopped   Phase = "Stopped"
+	PhaseFailed    Phase = "Failed"
+	PhaseDeleting  Phase = "Deleting"
+)
+
+// Phases lists every phase, in life order, for metrics and docs.
+var Phases = []Phase{PhasePending, PhaseScheduled, PhaseStarting, PhaseRunning, PhaseStopping, PhaseStopped, PhaseFailed, PhaseDeleting}
+
+// Instance is a customer machine: a disk image plus a small spec.
+type Instance struct {
+	Meta
+	Spec   InstanceSpec   `json:"spec"`
+	Status InstanceStatus `json:"status"`
+}
+
+// InstanceSpec is what the user declares.
+type InstanceSpec struct {
+	CPUs   int   `json:"cpus"`
+	Memory Bytes `json:"memory"`
+	Disk   Bytes `json:"disk"`
+	// Image names a registered image the disk is cloned from.
+	Image string `json:"image"`
+	// State is the desired run state; "running" unless created stopped.
+	State DesiredState `json:"state"`
+	// Owner is the customer the instance belongs to (for SLA reports).
+	Owner string `json:"owner,omitempty"`
+}
+
+// InstanceStatus is what ferry observed and decided.
+type InstanceStatus struct {
+	Phase Phase `json:"phase"`
+	// Node is the host the instance runs on (its disk primary).
+	Node string `json:"node,omitempty"`
+	// ReplicaNode holds the disk's synchronous replica.
+	ReplicaNode string `json:"replicaNode,omitempty"`
+	// Since is when Phase last changed.
+	Since     time.Time `json:"since"`
+	Message   string    `json:"message,omitempty"`
+	LastError string    `json:"lastError,omitempty"`
+	// Deleting is set by `rm`: the agent destroys the VM, then the record goes.
+	Deleting bool `json:"deleting,omitempty"`
+}
+
+// Resources is an amount of CPU, memory and disk.
+type Resources struct {
+	CPUs   int   `json:"cpus"`
+	Memory Bytes `json:"memory"`
+	Disk   Bytes `json:"disk"`
+}
+
+// Add returns r + o.
+func (r Resources) Add(o Resources) Resources {
+	return Resources{CPUs: r.CPUs + o.CPUs, Memory: r.Memory + o.Memory, Disk: r.Disk + o.Disk}
+}
+
+// Sub returns r - o.
+func (r Resources) Sub(o Resources) Resources {
+	return Resources{CPUs: r.CPUs - o.CPUs, Memory: r.Memory - o.Memory, Disk: r.Disk - o.Disk}
+}
+
+// Fits reports whether o fits into r.
+func (r Resources) Fits(o Resources) bool {
+	return o.CPUs <= r.CPUs && o.Memory <= r.Memory && o.Disk <= r.Disk
+}
+
+// Resources is what an instance asks of its host.
+func (s InstanceSpec) Resources() Resources {
+	return Resources{CPUs: s.CPUs, Memory: s.Memory, Disk: s.Disk}
+}
+
+// NodeState is whether a node is alive as far as the control plane knows.
+type NodeState string
+
+// Node states. Ready means its lease is held by heartbeats.
+const (
+	NodeReady    NodeState = "Ready"
+	NodeNotReady NodeState = "NotReady"
+)
+
+// Node is a host running a ferry agent.
+type Node struct {
+	Meta
+	Spec   NodeSpec   `json:"spec"`
+	Status NodeStatus `json:"status"`
+}
+
+// NodeSpec is what the operator declares about a node.
+type NodeSpec struct {
+	Unschedulable bool              `json:"unschedulable,omitempty"`
+	Labels        map[string]string `json:"labels,omitempty"`
+}
+
+// NodeStatus is what the agent reported and the control plane derived.
+type NodeStatus struct {
+	State NodeState `json:"state"`
+	// Since is when State last changed.
+	Since    time.Time `json:"since"`
+	Capacity Resources `json:"capacity"`
+	// Allocated is the sum of the instances placed on the node; computed on read.
+	Allocated     Resources `json:"allocated"`
+	Address       string    `json:"address,omitempty"`
+	AgentVersion  string    `json:"agentVersion,omitempty"`
+	Accel         string    `json:"accel,omitempty"`
+	CertSerial    string    `json:"certSerial,omitempty"`
+	LastHeartbeat time.Time `json:"lastHeartbeat"`
+}
+
+// Image is a registered disk image instances are cloned from.
+type Image struct {
+	Meta
+	// Source says where the image comes from ("builtin:demo", a path).
+	Source string `json:"source"`
+	Size   Bytes  `json:"size,omitempty"`
+}
+
+// Event is one state change in the cluster, in the order etcd committed it.
+type Event struct {
+	ID   string    `json:"id"`
+	Time time.Time `json:"time"`
+	// Kind is the object kind: "Instance" or "Node".
+	Kind string `json:"kind"`
+	Name string `json:"name"`
+	// Type names the change: Created, Scheduled, Running, Stopped, Failed,
+	// Deleted, NodeJoined, NodeReady, NodeNotReady, ...
+	Type    string `json:"type"`
+	Node    string `json:"node,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+// Event kinds.
+const (
+	KindInstance = "Instance"
+	KindNode     = "Node"
+)
+
+// ErrorBody is the JSON shape of every API error: {"error":{...}}.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail says what went wrong, and which field, if one did.
+type ErrorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field,omitempty"`
+}
+
+// CreateInstanceRequest is the body of POST /v1/instances.
+type CreateInstanceRequest struct {
+	Name string       `json:"name"`
+	Spec InstanceSpec `json:"spec"`
+}
+
+// JoinRequest is what an agent sends once, with its join token, to get a
+// node certificate.
+type JoinRequest struct {
+	Token string `json:"token"`
+	Node  string `json:"node"`
+	// CSR is a PEM certificate signing request for the node's key, CN = Node.
+	CSR string `json:"csr"`
+}
+
+// JoinResponse carries the signed node certificate and the cluster CA.
+type JoinResponse struct {
+	Certificate string `json:"certificate"`
+	CA          string `json:"ca"`
+}
+
+// Heartbeat is what the agent sends every second on its own connection.
+type Heartbeat struct {
+	Capacity     Resources `json:"capacity"`
+	Address      string    `json:"address,omitempty"`
+	AgentVersion string    `json:"agentVersion,omitempty"`
+	Accel        string    `json:"accel,omitempty"`
+}
+
+// HeartbeatAck answers a heartbeat. The agent's fencing clock counts from
+// the last ack.
+type HeartbeatAck struct {
+	Node   string    `json:"node"`
+	Time   time.Time `json:"time"`
+	TTLSec int       `json:"ttlSeconds"`
+}
+
+// Assignment is one instance as its host's agent must make it true.
+type Assignment struct {
+	Instance Instance `json:"instance"`
+}
+
+// InstanceReport is what an agent observed about one of its instances.
+type InstanceReport struct {
+	Phase   Phase  `json:"phase"`
+	Message string `json:"message,omitempty"`
+	Error   string `json:"error,omitempty"`
+	// Destroyed tells the server the VM and its disk are gone, so a record
+	// marked Deleting can be removed.
+	Destroyed bool `json:"destroyed,omitempty"`
+}
+
+// JoinToken is returned by POST /v1/join-tokens.
+type JoinToken struct {
+	Token     string    `json:"token"`
+	ExpiresAt time.Time `json:"expiresAt"`
+}
+
+// JoinTokenRequest is the body of POST /v1/join-tokens.
+type JoinTokenRequest struct {
+	// TTLSeconds is how long the token is valid; 0 means the default (1 hour).
+	TTLSeconds int `json:"ttlSeconds,omitempty"`
+}
+
+// Version describes a build.
+type Version struct {
+	Version   string `json:"version"`
+	GoVersion string `json:"goVersion"`
+}
+
+// List is the body of every list response.
+type List[T any] struct {
+	Items []T `json:"items"`
+	// ResourceVersion is the etcd revision the list was read at; a watch
+	// started from it misses nothing.
+	ResourceVersion string `json:"resourceVersion,omitempty"`
+}
+
+// Assignment stream event types.
+const (
+	// AssignSync starts a stream: the full set of instances for the node
+	// follows as AssignPut events, ended by AssignSynced.
+	AssignPut    = "put"
+	AssignDelete = "delete"
+	AssignSynced = "synced"
+	// AssignPing keeps an idle stream alive; agents ignore it.
+	AssignPing = "ping"
+)
+
+// AssignmentEvent is one line of the agent's assignment stream
+// (GET /v1/agent/assignments, newline-delimited JSON). A "put" carries the
+// instance as the agent must make it true; "delete" means it is no longer
+// this node's (moved away or removed); "synced" marks the end of the initial
+// snapshot: anything running that was not in it is not this node's.
+type AssignmentEvent struct {
+	Type     string    `json:"type"`
+	Name     string    `json:"name,omitempty"`
+	Instance *Instance `json:"instance,omitempty"`
+}
+
+// ObjectMeta returns the object's metadata; the store uses it to fill in
+// resource versions generically.
+func (m *Meta) ObjectMeta() *Meta { return m }

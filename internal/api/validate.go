@@ -1,0 +1,215 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+)
+
+// FieldError is a validation failure of one field. Its message says what is
+// allowed, so the user can fix the input without reading the docs.
+type FieldError struct {
+	Field   string
+	Message string
+}
+
+func (e *FieldError) Error() string {
+	if e.Field == "" {
+		return e.Message
+	}
+	return e.Field + ": " + e.Message
+}
+
+func fieldErr(field, format string, args ...any) error {
+	return &FieldError{Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+// Limits on what one instance may ask for. They catch typos (4096 CPUs,
+// 256T of memory) rather than describe any real host.
+const (
+	MaxCPUs      = 1024
+	MinMemory    = 16 << 20
+	MaxMemory    = 16 << 40
+	MinDisk      = 1 << 20
+	MaxDisk      = 64 << 40
+	maxNameLen   = 63
+	maxOwnerLen  = 128
+	MaxBodyBytes = 1 << 20 // cap on every API request body
+)
+
+var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
+
+// ValidateName checks a name of an instance, node or image: a DNS label
+// (lowercase letters, digits and '-', 1 to 63 characters, starting and ending
+// with a letter or digit), so it can be a hostname, a tap name prefix and a key.
+func ValidateName(field, name string) error {
+	switch {
+	case name == "":
+		return fieldErr(field, "is required: use lowercase letters, digits and '-', e.g. web-1")
+	case len(name) > maxNameLen:
+		return fieldErr(field, "%q is %d characters long; at most %d are allowed", name, len(name), maxNameLen)
+	case !nameRE.MatchString(name):
+		return fieldErr(field, "%q is not a valid name: use lowercase letters, digits and '-', starting and ending with a letter or digit", name)
+	}
+	return nil
+}
+
+// Validate checks a spec as submitted. knownImage reports whether an image
+// is registered; nil skips that check.
+func (s *InstanceSpec) Validate(knownImage func(string) bool) error {
+	if s.CPUs <= 0 || s.CPUs > MaxCPUs {
+		return fieldErr("spec.cpus", "must be between 1 and %d, got %d", MaxCPUs, s.CPUs)
+	}
+	if s.Memory < MinMemory || s.Memory > MaxMemory {
+		return fieldErr("spec.memory", "must be between %s and %s (e.g. 256M), got %s", Bytes(MinMemory), Bytes(MaxMemory), s.Memory.Human())
+	}
+	if s.Memory%(1<<20) != 0 {
+		return fieldErr("spec.memory", "must be a whole number of MiB, got %d bytes", int64(s.Memory))
+	}
+	if s.Disk < MinDisk || s.Disk > MaxDisk {
+		return fieldErr("spec.disk", "must be between %s and %s (e.g. 1G), got %s", Bytes(MinDisk), Bytes(MaxDisk), s.Disk.Human())
+	}
+	if s.Disk%(1<<20) != 0 {
+		return fieldErr("spec.disk", "must be a whole number of MiB, got %d bytes", int64(s.Disk))
+	}
+	if err := ValidateName("spec.image", s.Image); err != nil {
+		return err
+	}
+	if knownImage != nil && !knownImage(s.Image) {
+		return fieldErr("spec.image", "image %q is not registered; see `ferry image ls`", s.Image)
+	}
+	switch s.State {
+	case "", DesiredRunning, DesiredStopped:
+	default:
+		return fieldErr("spec.state", "must be %q or %q, got %q", DesiredRunning, DesiredStopped, s.State)
+	}
+	if len(s.Owner) > maxOwnerLen {
+		return fieldErr("spec.owner", "is %d characters long; at most %d are allowed", len(s.Owner), maxOwnerLen)
+	}
+	if strings.ContainsFunc(s.Owner, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return fieldErr("spec.owner", "must not contain control characters")
+	}
+	return nil
+}
+
+// Validate checks a create request and fills defaults.
+func (r *CreateInstanceRequest) Validate(knownImage func(string) bool) error {
+	if err := ValidateName("name", r.Name); err != nil {
+		return err
+	}
+	if r.Spec.State == "" {
+		r.Spec.State = DesiredRunning
+	}
+	return r.Spec.Validate(knownImage)
+}
+
+// Validate checks a heartbeat's self-reported capacity.
+func (h *Heartbeat) Validate() error {
+	if h.Capacity.CPUs <= 0 || h.Capacity.CPUs > 1<<16 {
+		return fieldErr("capacity.cpus", "must be between 1 and 65536, got %d", h.Capacity.CPUs)
+	}
+	if h.Capacity.Memory <= 0 {
+		return fieldErr("capacity.memory", "must be positive")
+	}
+	if h.Capacity.Disk < 0 {
+		return fieldErr("capacity.disk", "must not be negative")
+	}
+	if len(h.Address) > 255 || len(h.AgentVersion) > 64 || len(h.Accel) > 16 {
+		return fieldErr("address", "address, agentVersion or accel is too long")
+	}
+	return nil
+}
+
+// Validate checks an agent's instance report.
+func (r *InstanceReport) Validate() error {
+	switch r.Phase {
+	case PhaseStarting, PhaseRunning, PhaseStopping, PhaseStopped, PhaseFailed, PhaseDeleting:
+	default:
+		return fieldErr("phase", "agents report Starting, Running, Stopping, Stopped, Failed or Deleting, got %q", r.Phase)
+	}
+	if len(r.Message) > 4096 || len(r.Error) > 4096 {
+		return fieldErr("message", "message and error are limited to 4096 bytes")
+	}
+	return nil
+}
+
+// Validate checks a join request (the CSR itself is checked by pki).
+func (r *JoinRequest) Validate() error {
+	if r.Token == "" {
+		return fieldErr("token", "is required: get one with `ferry node join-token`")
+	}
+	if err := ValidateName("node", r.Node); err != nil {
+		return err
+	}
+	if r.CSR == "" {
+		return fieldErr("csr", "is required")
+	}
+	return nil
+}
+
+// Validate checks a join-token request.
+func (r *JoinTokenRequest) Validate() error {
+	if r.TTLSeconds < 0 || r.TTLSeconds > 7*24*3600 {
+		return fieldErr("ttlSeconds", "must be between 0 (default, 1 hour) and 604800 (7 days), got %d", r.TTLSeconds)
+	}
+	return nil
+}
+
+// ErrBodyTooLarge is returned by Decode when a body exceeds MaxBodyBytes.
+var ErrBodyTooLarge = errors.New("api: request body too large")
+
+// Decode reads one JSON value from r into v, strictly: unknown fields,
+// trailing data, wrong types and bodies over MaxBodyBytes are errors that
+// name the offending field where JSON allows it.
+func Decode(r io.Reader, v any) error {
+	data, err := io.ReadAll(io.LimitReader(r, MaxBodyBytes+1))
+	if err != nil {
+		return fmt.Errorf("reading body: %w", err)
+	}
+	return DecodeBytes(data, v)
+}
+
+// DecodeBytes is Decode over a byte slice.
+func DecodeBytes(data []byte, v any) error {
+	if len(data) > MaxBodyBytes {
+		return fmt.Errorf("%w: the limit is %d bytes", ErrBodyTooLarge, MaxBodyBytes)
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return &FieldError{Message: "request body is empty: send a JSON object"}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return describeJSONError(err)
+	}
+	if dec.More() {
+		return &FieldError{Message: "request body has data after the JSON object"}
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return &FieldError{Message: "request body has data after the JSON object"}
+	}
+	return nil
+}
+
+func describeJSONError(err error) error {
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &typeErr):
+		return &FieldError{Field: typeErr.Field, Message: fmt.Sprintf("must be %s, got JSON %s", typeErr.Type, typeErr.Value)}
+	case errors.As(err, &syntaxErr):
+		return &FieldError{Message: fmt.Sprintf("malformed JSON at byte %d: %v", syntaxErr.Offset, syntaxErr)}
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return &FieldError{Message: "malformed JSON: the body ends early"}
+	}
+	msg := err.Error()
+	if f, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+		return &FieldError{Field: strings.Trim(f, `"`), Message: "unknown field; see docs/api/openapi.yaml for the allowed fields"}
+	}
+	// Errors from our own UnmarshalJSON (sizes) come through here.
+	return &FieldError{Message: strings.TrimPrefix(msg, "json: ")}
+}

@@ -1,0 +1,295 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"time"
+
+	"github.com/ferrycluster/ferry/internal/api"
+	"github.com/ferrycluster/ferry/internal/store"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config wires a controller.
+type Config struct {
+	Store  *store.Store
+	Logger *slog.Logger
+	Now    func() time.Time
+	// Errors counts failed reconcile passes (may be nil).
+	Errors prometheus.Counter
+	// Resync is how often a full pass runs even without changes; default 5 s.
+	Resync time.Duration
+	// KeepEvents bounds the event history; default 10000.
+	KeepEvents int64
+}
+
+// Controller runs the leader's loops.
+type Controller struct {
+	cfg Config
+	log *slog.Logger
+	s   *store.Store
+}
+
+// New returns a controller; it does no I/O.
+func New(cfg Config) *Controller {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Resync == 0 {
+		cfg.Resync = 5 * time.Second
+	}
+	if cfg.KeepEvents == 0 {
+		cfg.KeepEvents = 10000
+	}
+	return &Controller{cfg: cfg, log: cfg.Logger, s: cfg.Store}
+}
+
+// Run reconciles until ctx ends (the leadership was lost or the server stops).
+// Any change to instances or node liveness triggers a pass at once; a timer
+// catches anything a broken watch missed.
+func (c *Controller) Run(ctx context.Context) {
+	trigger := make(chan struct{}, 1)
+	poke := func() {
+		select {
+		case trigger <- struct{}{}:
+		default:
+		}
+	}
+	go c.watchLoop(ctx, poke)
+	resync := time.NewTicker(c.cfg.Resync)
+	defer resync.Stop()
+	prune := time.NewTicker(time.Minute)
+	defer prune.Stop()
+	poke()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-trigger:
+		case <-resync.C:
+		case <-prune.C:
+			if n, err := c.s.PruneEvents(ctx, c.cfg.KeepEvents); err != nil {
+				c.fail("prune events", err)
+			} else if n > 0 {
+				c.log.Debug("pruned events", "deleted", n)
+			}
+			continue
+		}
+		if err := c.Reconcile(ctx); err != nil && ctx.Err() == nil {
+			c.fail("reconcile", err)
+		}
+	}
+}
+
+func (c *Controller) fail(what string, err error) {
+	c.log.Warn(what+" failed", "err", err)
+	if c.cfg.Errors != nil {
+		c.cfg.Errors.Inc()
+	}
+}
+
+// watchLoop pokes the reconcile loop on every relevant change.
+func (c *Controller) watchLoop(ctx context.Context, poke func()) {
+	for ctx.Err() == nil {
+		wctx, cancel := context.WithCancel(ctx)
+		insts := c.s.Instances.Watch(wctx, 0)
+		nodes := c.s.Nodes.Watch(wctx, 0)
+		alive := c.s.WatchAlive(wctx, 0)
+		for open := true; open; {
+			select {
+			case _, ok := <-insts.C:
+				open = ok
+			case _, ok := <-nodes.C:
+				open = ok
+			case _, ok := <-alive:
+				open = ok
+			case <-ctx.Done():
+				open = false
+			}
+			poke()
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// Reconcile runs one full pass: node liveness, then placement.
+func (c *Controller) Reconcile(ctx context.Context) error {
+	nodes, _, err := c.s.Nodes.List(ctx)
+	if err != nil {
+		return err
+	}
+	alive, _, err := c.s.AliveNodes(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, n := range nodes {
+		if err := c.syncNodeState(ctx, n, alive[n.Name]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	insts, _, err := c.s.Instances.List(ctx)
+	if err != nil {
+		return err
+	}
+	if err := c.place(ctx, nodes, alive, insts); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// syncNodeState records a lease expiry as the node going NotReady. (Ready
+// is recorded by the heartbeat that created the lease, in that transaction.)
+func (c *Controller) syncNodeState(ctx context.Context, n *api.Node, alive bool) error {
+	if alive || n.Status.State == api.NodeNotReady {
+		return nil
+	}
+	now := c.cfg.Now().UTC()
+	n.Status.State = api.NodeNotReady
+	n.Status.Since = now
+	msg := "lease expired"
+	if !n.Status.LastHeartbeat.IsZero() {
+		msg = fmt.Sprintf("lease expired; last heartbeat %s ago", now.Sub(n.Status.LastHeartbeat).Round(100*time.Millisecond))
+	}
+	ev := c.s.EventOp(api.Event{Time: now, Kind: api.KindNode, Name: n.Name, Node: n.Name, Type: "NodeNotReady", Message: msg})
+	err := c.s.Nodes.Update(ctx, n, ev)
+	if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
+		return nil // someone wrote in between; the next pass looks again
+	}
+	if err == nil {
+		c.log.Info("node not ready", "node", n.Name, "reason", msg)
+	}
+	return err
+}
+
+// NodeFree is a candidate host with what it has left.
+type NodeFree struct {
+	Name string
+	Free api.Resources
+}
+
+// Candidates returns the Ready, schedulable nodes with their free
+// resources, sorted by name (first fit is deterministic).
+func Candidates(nodes []*api.Node, alive map[string]bool, insts []*api.Instance) []NodeFree {
+	used := map[string]api.Resources{}
+	for _, in := range insts {
+		if in.Status.Node != "" {
+			used[in.Status.Node] = used[in.Status.Node].Add(in.Spec.Resources())
+		}
+		if in.Status.ReplicaNode != "" {
+			used[in.Status.ReplicaNode] = used[in.Status.ReplicaNode].Add(api.Resources{Disk: in.Spec.Disk})
+		}
+	}
+	var out []NodeFree
+	for _, n := range nodes {
+		if !alive[n.Name] || n.Spec.Unschedulable {
+			continue
+		}
+		out = append(out, NodeFree{Name: n.Name, Free: n.Status.Capacity.Sub(used[n.Name])})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// FirstFit picks the first candidate with room for need as the host and the
+// first other candidate with room for its disk as the replica ("" when the
+// cluster has a single node). It returns a reason when nothing fits. This is
+// the foundation's placement; the scheduler package replaces it with N+1
+// aware placement.
+func FirstFit(cands []NodeFree, need api.Resources) (host, replica string, reason string) {
+	var best api.Resources
+	for _, c := range cands {
+		if c.Free.Fits(need) {
+			host = c.Name
+			break
+		}
+		if c.Free.Memory > best.Memory {
+			best = c.Free
+		}
+	}
+	if host == "" {
+		if len(cands) == 0 {
+			return "", "", "no Ready, schedulable node"
+		}
+		return "", "", fmt.Sprintf("no node has room for %d CPU, %s memory, %s disk (most free memory on one node: %s)",
+			need.CPUs, need.Memory, need.Disk, best.Memory.Human())
+	}
+	for _, c := range cands {
+		if c.Name != host && c.Free.Disk >= need.Disk {
+			replica = c.Name
+			break
+		}
+	}
+	return host, replica, ""
+}
+
+// place assigns every Pending instance to a node, in creation order.
+func (c *Controller) place(ctx context.Context, nodes []*api.Node, alive map[string]bool, insts []*api.Instance) error {
+	pending := make([]*api.Instance, 0)
+	for _, in := range insts {
+		if in.Status.Phase == api.PhasePending && in.Status.Node == "" && !in.Status.Deleting {
+			pending = append(pending, in)
+		}
+	}
+	if len(pending) == 0 {
+		return nil
+	}
+	sort.Slice(pending, func(i, j int) bool { return pending[i].CreatedAt.Before(pending[j].CreatedAt) })
+	cands := Candidates(nodes, alive, insts)
+	var errs []error
+	for _, in := range pending {
+		need := in.Spec.Resources()
+		host, replica, reason := FirstFit(cands, need)
+		now := c.cfg.Now().UTC()
+		if host == "" {
+			if in.Status.Message == reason {
+				continue
+			}
+			in.Status.Message = reason
+			ev := c.s.EventOp(api.Event{Time: now, Kind: api.KindInstance, Name: in.Name, Type: "Unschedulable", Message: reason})
+			if err := c.s.Instances.Update(ctx, in, ev); err != nil && !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrNotFound) {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		in.Status.Node, in.Status.ReplicaNode = host, replica
+		in.Status.Phase, in.Status.Since = api.PhaseScheduled, now
+		in.Status.Message = "placed on " + host
+		ev := c.s.EventOp(api.Event{Time: now, Kind: api.KindInstance, Name: in.Name, Type: "Scheduled", Node: host, Message: "replica on " + orNone(replica)})
+		err := c.s.Instances.Update(ctx, in, ev)
+		switch {
+		case err == nil:
+			c.log.Info("placed instance", "instance", in.Name, "node", host, "replica", replica)
+			for i := range cands {
+				if cands[i].Name == host {
+					cands[i].Free = cands[i].Free.Sub(need)
+				}
+				if cands[i].Name == replica {
+					cands[i].Free = cands[i].Free.Sub(api.Resources{Disk: need.Disk})
+				}
+			}
+		case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrNotFound):
+			// Changed or removed meanwhile; the next pass sees it fresh.
+		default:
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none (single node)"
+	}
+	return s
+}

@@ -1,0 +1,230 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/ferrycluster/ferry/internal/api"
+	"github.com/ferrycluster/ferry/internal/store"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// heartbeat refreshes the node's lease. It does the least work it can: the
+// lease refresh is one etcd round trip; the node record is written only
+// when the node becomes Ready or what it reports changed.
+func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
+	node := nodeFrom(r.Context())
+	var hb api.Heartbeat
+	if !decodeBody(w, r, &hb) {
+		return
+	}
+	if err := hb.Validate(); err != nil {
+		badRequest(w, err)
+		return
+	}
+	ctx := r.Context()
+	now := s.cfg.Now().UTC()
+	created, err := s.leases.Refresh(ctx, node, func() ([]clientv3.Op, []clientv3.Cmp, error) {
+		n, err := s.store.Nodes.Get(ctx, node)
+		if err != nil {
+			return nil, nil, err
+		}
+		applyHeartbeat(n, hb, now)
+		n.Status.State, n.Status.Since = api.NodeReady, now
+		cmp, op, err := s.store.Nodes.UpdateOps(n)
+		if err != nil {
+			return nil, nil, err
+		}
+		return []clientv3.Op{op, s.nodeEvent(node, "NodeReady", "")}, []clientv3.Cmp{cmp}, nil
+	})
+	if err != nil && !errors.Is(err, store.ErrConflict) {
+		s.metrics.heartbeats.WithLabelValues("error").Inc()
+		s.internalError(w, err)
+		return
+	}
+	if !created {
+		// Record what changed (capacity, address, version), not every beat.
+		_, err := s.store.Nodes.Modify(ctx, node, func(n *api.Node) ([]clientv3.Op, error) {
+			before := n.Status
+			applyHeartbeat(n, hb, n.Status.LastHeartbeat)
+			if before == n.Status && !n.Status.LastHeartbeat.IsZero() {
+				return nil, store.ErrUnchanged
+			}
+			n.Status.LastHeartbeat = now
+			return nil, nil
+		})
+		if err != nil {
+			s.metrics.heartbeats.WithLabelValues("error").Inc()
+			s.storeError(w, "node", node, err)
+			return
+		}
+	}
+	s.metrics.heartbeats.WithLabelValues("ok").Inc()
+	writeJSON(w, http.StatusOK, api.HeartbeatAck{Node: node, Time: now, TTLSec: int(s.cfg.NodeTTL / time.Second)})
+}
+
+func applyHeartbeat(n *api.Node, hb api.Heartbeat, at time.Time) {
+	n.Status.Capacity = hb.Capacity
+	n.Status.Address = hb.Address
+	n.Status.AgentVersion = hb.AgentVersion
+	n.Status.Accel = hb.Accel
+	n.Status.LastHeartbeat = at
+}
+
+// assignments streams the instances placed on the calling node: a snapshot,
+// "synced", then every change, as newline-delimited JSON.
+func (s *Server) assignments(w http.ResponseWriter, r *http.Request) {
+	node := nodeFrom(r.Context())
+	ctx := r.Context()
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		s.internalError(w, errors.New("streaming unsupported"))
+		return
+	}
+	items, rev, err := s.store.Instances.List(ctx)
+	if err != nil {
+		s.internalError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	send := func(ev api.AssignmentEvent) bool {
+		if err := enc.Encode(ev); err != nil {
+			return false
+		}
+		flusher.Flush()
+		return true
+	}
+	mine := map[string]bool{}
+	for _, in := range items {
+		if in.Status.Node == node {
+			mine[in.Name] = true
+			if !send(api.AssignmentEvent{Type: api.AssignPut, Name: in.Name, Instance: in}) {
+				return
+			}
+		}
+	}
+	if !send(api.AssignmentEvent{Type: api.AssignSynced}) {
+		return
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	watch := s.store.Instances.Watch(wctx, rev)
+	ping := time.NewTicker(10 * time.Second)
+	defer ping.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ping.C:
+			if !send(api.AssignmentEvent{Type: api.AssignPing}) {
+				return
+			}
+		case ev, ok := <-watch.C:
+			if !ok {
+				// The agent reconnects and gets a fresh snapshot.
+				s.log.Debug("assignment watch ended", "node", node, "err", watch.Err())
+				return
+			}
+			switch {
+			case !ev.Deleted && ev.Object.Status.Node == node:
+				mine[ev.Name] = true
+				if !send(api.AssignmentEvent{Type: api.AssignPut, Name: ev.Name, Instance: ev.Object}) {
+					return
+				}
+			case mine[ev.Name]:
+				delete(mine, ev.Name)
+				if !send(api.AssignmentEvent{Type: api.AssignDelete, Name: ev.Name}) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// reportStatus records what an agent observed about one of its instances.
+// An agent may only report on instances placed on its own node: a host that
+// lost an instance (it was moved away) cannot overwrite the new host's view.
+func (s *Server) reportStatus(w http.ResponseWriter, r *http.Request) {
+	node := nodeFrom(r.Context())
+	name := r.PathValue("name")
+	var rep api.InstanceReport
+	if !decodeBody(w, r, &rep) {
+		return
+	}
+	if err := rep.Validate(); err != nil {
+		badRequest(w, err)
+		return
+	}
+	ctx := r.Context()
+	now := s.cfg.Now().UTC()
+	errNotYours := errors.New("not assigned")
+	for attempt := 0; attempt < 50; attempt++ {
+		in, err := s.store.Instances.Get(ctx, name)
+		if err != nil {
+			s.storeError(w, "instance", name, err)
+			return
+		}
+		if in.Status.Node != node {
+			err = errNotYours
+		}
+		if err == nil && rep.Destroyed && in.Status.Deleting {
+			rv, _ := store.ParseRevision(in.ResourceVersion)
+			err = s.store.Instances.Delete(ctx, name, rv, s.instanceEvent(in, "Deleted", "VM and disk destroyed on "+node))
+			if err == nil {
+				in.Status.Phase = api.PhaseDeleting
+				writeJSON(w, http.StatusOK, in)
+				return
+			}
+		} else if err == nil {
+			changed := applyReport(in, rep, now)
+			if !changed {
+				writeJSON(w, http.StatusOK, in)
+				return
+			}
+			msg := rep.Message
+			if rep.Error != "" {
+				msg = rep.Error
+			}
+			err = s.store.Instances.Update(ctx, in, s.instanceEvent(in, string(in.Status.Phase), msg))
+			if err == nil {
+				writeJSON(w, http.StatusOK, in)
+				return
+			}
+		}
+		switch {
+		case errors.Is(err, errNotYours):
+			writeError(w, http.StatusConflict, "conflict", "", fmt.Sprintf("instance %q is not assigned to node %q", name, node))
+			return
+		case errors.Is(err, store.ErrConflict):
+			continue
+		default:
+			s.storeError(w, "instance", name, err)
+			return
+		}
+	}
+	s.storeError(w, "instance", name, store.ErrConflict)
+}
+
+// applyReport folds a report into the status and says whether the phase
+// changed (which is what deserves an event).
+func applyReport(in *api.Instance, rep api.InstanceReport, now time.Time) bool {
+	if in.Status.Deleting {
+		// Keep showing Deleting until the agent says the VM is destroyed.
+		return false
+	}
+	changed := in.Status.Phase != rep.Phase || in.Status.LastError != rep.Error || in.Status.Message != rep.Message
+	phaseChanged := in.Status.Phase != rep.Phase
+	in.Status.Phase = rep.Phase
+	in.Status.Message = rep.Message
+	in.Status.LastError = rep.Error
+	if phaseChanged {
+		in.Status.Since = now
+	}
+	return changed
+}

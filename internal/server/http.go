@@ -1,0 +1,317 @@
+package server
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ferrycluster/ferry/internal/api"
+	"github.com/ferrycluster/ferry/internal/pki"
+	"github.com/ferrycluster/ferry/internal/store"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+type authKind int
+
+const (
+	authNone  authKind = iota
+	authUser           // bearer API token
+	authAgent          // node client certificate
+)
+
+// Route is one entry of the API; the table is the single source the mux and
+// the OpenAPI conformance test both read.
+type Route struct {
+	Method string
+	Path   string
+	auth   authKind
+	h      http.HandlerFunc
+}
+
+// Routes returns the API's routes (method and path pattern).
+func (s *Server) Routes() []Route { return s.routeTable() }
+
+func (s *Server) routeTable() []Route {
+	return []Route{
+		{"GET", "/healthz", authNone, s.healthz},
+		{"GET", "/readyz", authNone, s.readyz},
+		{"GET", "/v1/version", authUser, s.version},
+		{"GET", "/v1/instances", authUser, s.listInstances},
+		{"POST", "/v1/instances", authUser, s.createInstance},
+		{"GET", "/v1/instances/{name}", authUser, s.getInstance},
+		{"PUT", "/v1/instances/{name}", authUser, s.updateInstance},
+		{"POST", "/v1/instances/{name}/start", authUser, s.startInstance},
+		{"POST", "/v1/instances/{name}/stop", authUser, s.stopInstance},
+		{"DELETE", "/v1/instances/{name}", authUser, s.deleteInstance},
+		{"GET", "/v1/nodes", authUser, s.listNodes},
+		{"GET", "/v1/nodes/{name}", authUser, s.getNode},
+		{"DELETE", "/v1/nodes/{name}", authUser, s.deleteNode},
+		{"POST", "/v1/join-tokens", authUser, s.createJoinToken},
+		{"GET", "/v1/images", authUser, s.listImages},
+		{"GET", "/v1/images/{name}", authUser, s.getImage},
+		{"GET", "/v1/events", authUser, s.events},
+		{"POST", "/v1/join", authNone, s.join},
+		{"POST", "/v1/agent/heartbeat", authAgent, s.heartbeat},
+		{"GET", "/v1/agent/assignments", authAgent, s.assignments},
+		{"PUT", "/v1/agent/instances/{name}/status", authAgent, s.reportStatus},
+	}
+}
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	for _, rt := range s.routeTable() {
+		mux.Handle(rt.Method+" "+rt.Path, s.wrap(rt))
+	}
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "", fmt.Sprintf("no route %s %s; see docs/api/openapi.yaml", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+type ctxKey int
+
+const nodeKey ctxKey = 0
+
+// nodeFrom returns the authenticated node of an agent request.
+func nodeFrom(ctx context.Context) string { v, _ := ctx.Value(nodeKey).(string); return v }
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.code = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (s *Server) wrap(rt Route) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, code: 200}
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.Error("panic in handler", "route", rt.Path, "panic", p, "stack", string(debug.Stack()))
+				writeError(rec, http.StatusInternalServerError, "internal", "", "internal error")
+			}
+			s.metrics.observe(rt.Method, rt.Path, rec.code, time.Since(start))
+		}()
+		r.Body = http.MaxBytesReader(rec, r.Body, api.MaxBodyBytes)
+		switch rt.auth {
+		case authUser:
+			tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok || tok == "" {
+				writeError(rec, http.StatusUnauthorized, "unauthorized", "", "missing bearer token: pass --token or run `ferry dev` to configure one")
+				return
+			}
+			valid, err := s.checkToken(r.Context(), tok)
+			if err != nil {
+				s.internalError(rec, err)
+				return
+			}
+			if !valid {
+				writeError(rec, http.StatusUnauthorized, "unauthorized", "", "invalid token")
+				return
+			}
+		case authAgent:
+			node, status, msg := s.authAgent(r)
+			if status != 0 {
+				writeError(rec, status, codeFor(status), "", msg)
+				return
+			}
+			r = r.WithContext(context.WithValue(r.Context(), nodeKey, node))
+		}
+		rt.h(rec, r)
+	})
+}
+
+// authAgent checks the client certificate that TLS already verified against
+// the cluster CA: it must name a node that exists and is not revoked.
+func (s *Server) authAgent(r *http.Request) (string, int, string) {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
+		return "", http.StatusUnauthorized, "agent routes need a node certificate signed by the cluster CA"
+	}
+	leaf := r.TLS.VerifiedChains[0][0]
+	if !hasClientAuth(leaf) {
+		return "", http.StatusForbidden, "certificate is not a client certificate"
+	}
+	node, err := pki.NodeFromCert(leaf)
+	if err != nil {
+		return "", http.StatusForbidden, err.Error()
+	}
+	serial := pki.SerialString(leaf)
+	if s.isRevoked(serial) {
+		return "", http.StatusForbidden, fmt.Sprintf("certificate %s of node %q is revoked", serial, node)
+	}
+	n, err := s.store.Nodes.Get(r.Context(), node)
+	if errors.Is(err, store.ErrNotFound) {
+		return "", http.StatusForbidden, fmt.Sprintf("node %q is not a member of this cluster (removed?); join again with a new token", node)
+	}
+	if err != nil {
+		return "", http.StatusServiceUnavailable, err.Error()
+	}
+	if n.Status.CertSerial != "" && n.Status.CertSerial != serial {
+		return "", http.StatusForbidden, fmt.Sprintf("certificate %s is not the current one of node %q", serial, node)
+	}
+	return node, 0, ""
+}
+
+func hasClientAuth(c *x509.Certificate) bool {
+	for _, u := range c.ExtKeyUsage {
+		if u == x509.ExtKeyUsageClientAuth {
+			return true
+		}
+	}
+	return false
+}
+
+func codeFor(status int) string {
+	switch status {
+	case http.StatusBadRequest:
+		return "invalid"
+	case http.StatusUnauthorized:
+		return "unauthorized"
+	case http.StatusForbidden:
+		return "forbidden"
+	case http.StatusNotFound:
+		return "not_found"
+	case http.StatusConflict:
+		return "conflict"
+	case http.StatusRequestEntityTooLarge:
+		return "too_large"
+	case http.StatusServiceUnavailable:
+		return "unavailable"
+	}
+	return "internal"
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, code, field, msg string) {
+	writeJSON(w, status, api.ErrorBody{Error: api.ErrorDetail{Code: code, Message: msg, Field: field}})
+}
+
+func (s *Server) internalError(w http.ResponseWriter, err error) {
+	s.log.Error("request failed", "err", err)
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "", "the cluster store did not answer in time; retry")
+		return
+	}
+	writeError(w, http.StatusInternalServerError, "internal", "", "internal error: "+err.Error())
+}
+
+// storeError maps store sentinels to HTTP answers.
+func (s *Server) storeError(w http.ResponseWriter, kind, name string, err error) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, "not_found", "", fmt.Sprintf("%s %q not found", kind, name))
+	case errors.Is(err, store.ErrExists):
+		writeError(w, http.StatusConflict, "already_exists", "name", fmt.Sprintf("%s %q already exists", kind, name))
+	case errors.Is(err, store.ErrConflict):
+		writeError(w, http.StatusConflict, "conflict", "resourceVersion", fmt.Sprintf("%s %q was changed since you read it; read it again and retry", kind, name))
+	default:
+		s.internalError(w, err)
+	}
+}
+
+// decodeBody reads a strict JSON body; it writes the error answer itself
+// and returns false if the body is not acceptable.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	err := api.Decode(r.Body, v)
+	if err == nil {
+		return true
+	}
+	var mbe *http.MaxBytesError
+	if errors.Is(err, api.ErrBodyTooLarge) || errors.As(err, &mbe) {
+		writeError(w, http.StatusRequestEntityTooLarge, "too_large", "", fmt.Sprintf("request body is larger than %d bytes", api.MaxBodyBytes))
+		return false
+	}
+	badRequest(w, err)
+	return false
+}
+
+func badRequest(w http.ResponseWriter, err error) {
+	var fe *api.FieldError
+	if errors.As(err, &fe) {
+		writeError(w, http.StatusBadRequest, "invalid", fe.Field, fe.Error())
+		return
+	}
+	writeError(w, http.StatusBadRequest, "invalid", "", err.Error())
+}
+
+// queryRevision reads an optional ?resourceVersion= precondition.
+func queryRevision(r *http.Request) (int64, error) {
+	v := r.URL.Query().Get("resourceVersion")
+	if v == "" {
+		return 0, nil
+	}
+	rv, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || rv <= 0 {
+		return 0, &api.FieldError{Field: "resourceVersion", Message: fmt.Sprintf("%q is not a positive integer", v)}
+	}
+	return rv, nil
+}
+
+func queryBool(r *http.Request, name string) (bool, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, &api.FieldError{Field: name, Message: fmt.Sprintf("%q is not true or false", v)}
+	}
+	return b, nil
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain")
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	leader, err := s.store.Leader(ctx)
+	if err != nil {
+		http.Error(w, "etcd not reachable: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	if leader == "" {
+		http.Error(w, "no leader elected yet", http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+func (s *Server) version(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, api.Version{Version: s.cfg.Version, GoVersion: goVersion()})
+}
+
+func goVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		return bi.GoVersion
+	}
+	return ""
+}

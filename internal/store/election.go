@@ -1,0 +1,75 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+)
+
+// RunForLeader campaigns for the cluster leadership as id and, each time it
+// wins, runs lead with a context that is cancelled as soon as leadership is
+// lost (the session's lease expired) or ctx ends. It returns when ctx ends.
+// Only one server in the cluster runs lead at a time, which is what lets the
+// controllers act without coordinating with each other.
+func (s *Store) RunForLeader(ctx context.Context, id string, ttl time.Duration, log *slog.Logger, lead func(ctx context.Context)) error {
+	for ctx.Err() == nil {
+		if err := s.leadOnce(ctx, id, ttl, log, lead); err != nil && ctx.Err() == nil {
+			log.Warn("leader election failed; retrying", "err", err)
+			select {
+			case <-time.After(time.Second):
+			case <-ctx.Done():
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Store) leadOnce(ctx context.Context, id string, ttl time.Duration, log *slog.Logger, lead func(ctx context.Context)) error {
+	sess, err := concurrency.NewSession(s.cli, concurrency.WithTTL(int(ttl.Round(time.Second)/time.Second)), concurrency.WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("store: election session: %w", err)
+	}
+	defer sess.Close()
+	el := concurrency.NewElection(sess, s.prefix+electionDir)
+	if err := el.Campaign(ctx, id); err != nil {
+		return fmt.Errorf("store: campaign: %w", err)
+	}
+	log.Info("became leader", "id", id)
+	lctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		lead(lctx)
+	}()
+	select {
+	case <-sess.Done():
+		log.Warn("lost leadership: session expired", "id", id)
+	case <-ctx.Done():
+	}
+	cancel()
+	<-done
+	rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer rcancel()
+	_ = el.Resign(rctx)
+	return nil
+}
+
+// Leader returns the id of the current leader, or "" if there is none.
+func (s *Store) Leader(ctx context.Context) (string, error) {
+	resp, err := s.cli.Get(ctx, s.prefix+electionDir+"/", withFirstCreate()...)
+	if err != nil {
+		return "", fmt.Errorf("store: read leader: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return "", nil
+	}
+	return string(resp.Kvs[0].Value), nil
+}
+
+func withFirstCreate() []clientv3.OpOption {
+	return []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1)}
+}

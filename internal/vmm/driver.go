@@ -1,0 +1,95 @@
+package vmm
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Sentinel errors every driver returns, so callers can use errors.Is.
+var (
+	// ErrNotFound means the driver knows no VM with that ID.
+	ErrNotFound = errors.New("vmm: vm not found")
+	// ErrAlreadyRunning means Start was called for an ID that is running.
+	ErrAlreadyRunning = errors.New("vmm: vm already running")
+)
+
+// Spec is everything a driver needs to start one VM.
+type Spec struct {
+	// ID is the instance name; drivers key every VM by it.
+	ID       string
+	CPUs     int
+	MemoryMB int
+	// DiskPath is the image file (or NBD socket) the VM boots from.
+	DiskPath string
+	// MAC and IP are the instance's network identity (may be empty).
+	MAC string
+	IP  string
+	// StateDir is where the driver keeps per-VM files (sockets, logs, pid).
+	StateDir string
+}
+
+// Handle is what a driver needs to find a running VM again after the agent
+// restarts. Drivers fill it; the agent persists it as opaque JSON.
+type Handle struct {
+	ID     string `json:"id"`
+	Driver string `json:"driver"`
+	// PID is the VM process, 0 for drivers without processes.
+	PID       int       `json:"pid,omitempty"`
+	StartedAt time.Time `json:"startedAt"`
+	// Data is driver-specific.
+	Data map[string]string `json:"data,omitempty"`
+}
+
+// State is the run state of a VM as its driver sees it.
+type State string
+
+// VM states.
+const (
+	StateRunning State = "running"
+	StateStopped State = "stopped"
+	StateCrashed State = "crashed"
+)
+
+// Status is the result of Inspect.
+type Status struct {
+	ID        string
+	State     State
+	StartedAt time.Time
+	// ExitError says why a VM is no longer running, if it did not stop cleanly.
+	ExitError string
+}
+
+// ExitResult is delivered once when a VM stops, for whatever reason.
+type ExitResult struct {
+	ID string
+	// Err is nil for a clean shutdown, non-nil for a crash or kill.
+	Err error
+	At  time.Time
+}
+
+// Driver runs VMs on one host. Implementations must be safe for concurrent
+// use; calls for different IDs must not block each other.
+type Driver interface {
+	// Name identifies the driver ("fake", "qemu").
+	Name() string
+	// Start boots a VM and returns its handle once the VM is running.
+	// It returns ErrAlreadyRunning if a VM with spec.ID runs.
+	Start(ctx context.Context, spec Spec) (Handle, error)
+	// Recover re-attaches to a VM started by an earlier agent process from
+	// its persisted handle. It returns ErrNotFound if the VM is gone.
+	Recover(ctx context.Context, h Handle) error
+	// Wait returns a channel that receives one ExitResult when the VM stops
+	// and is then closed. Cancelling ctx closes the channel without a value.
+	Wait(ctx context.Context, id string) (<-chan ExitResult, error)
+	// Stop asks the guest to shut down and kills it after timeout. Stopping a
+	// VM that is not running returns nil.
+	Stop(ctx context.Context, id string, timeout time.Duration) error
+	// Destroy kills the VM if it runs and removes every resource the driver
+	// holds for it. Destroying an unknown ID returns nil.
+	Destroy(ctx context.Context, id string) error
+	// Inspect reports the VM's state, or ErrNotFound.
+	Inspect(ctx context.Context, id string) (Status, error)
+	// List returns the IDs of every VM the driver knows.
+	List(ctx context.Context) ([]string, error)
+}
