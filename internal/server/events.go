@@ -48,6 +48,9 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !watch {
+		if evs == nil {
+			evs = []api.Event{}
+		}
 		writeJSON(w, http.StatusOK, api.List[api.Event]{Items: evs, ResourceVersion: strconv.FormatInt(rev, 10)})
 		return
 	}

@@ -31,6 +31,15 @@ type testServer struct {
 
 func startServer(t testing.TB, mod func(*Config)) *testServer {
 	t.Helper()
+	ts := startServerNoLeaderWait(t, mod)
+	waitFor(t, 20*time.Second, "server leader elected", func() bool { return ts.IsLeader() })
+	return ts
+}
+
+// startServerNoLeaderWait starts a server without waiting to lead (a second
+// server of a cluster never does while the first runs).
+func startServerNoLeaderWait(t testing.TB, mod func(*Config)) *testServer {
+	t.Helper()
 	cfg := Config{
 		DataDir: t.TempDir(),
 		Listen:  "127.0.0.1:0",
@@ -56,7 +65,6 @@ func startServer(t testing.TB, mod func(*Config)) *testServer {
 	ts.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}}}
 	go func() { ts.done <- s.Run(ctx) }()
 	t.Cleanup(ts.stop)
-	waitFor(t, 20*time.Second, "server leader elected", func() bool { return s.IsLeader() })
 	return ts
 }
 

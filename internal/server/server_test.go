@@ -12,6 +12,7 @@ import (
 
 	"github.com/ferrycluster/ferry/internal/api"
 	"github.com/ferrycluster/ferry/internal/pki"
+	"github.com/ferrycluster/ferry/internal/store/storetest"
 )
 
 func TestAuthentication(t *testing.T) {
@@ -388,5 +389,32 @@ func TestMetricsAndHealth(t *testing.T) {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
+	}
+}
+
+// TestExternalEtcd runs the server against a separate etcd process (Debian's
+// etcd-server package), as `ferry server --etcd-endpoints` does.
+func TestExternalEtcd(t *testing.T) {
+	endpoints := storetest.External(t)
+	ts := startServer(t, func(c *Config) { c.EtcdEndpoints = endpoints })
+	if ts.embedded != nil {
+		t.Fatal("server started an embedded etcd despite EtcdEndpoints")
+	}
+	ts.createInstance("ext-1", smallSpec())
+	a := ts.mustJoin("ext-node")
+	stop := a.keepBeating()
+	defer stop()
+	waitFor(t, 10*time.Second, "ext-1 placed on ext-node", func() bool {
+		in, _ := ts.getInstance("ext-1")
+		return in.Status.Node == "ext-node"
+	})
+	// The state is in the external etcd: a second server on it sees it.
+	ts2 := startServerNoLeaderWait(t, func(c *Config) { c.EtcdEndpoints = endpoints })
+	ts2.token = ts.token
+	if in, code := ts2.getInstance("ext-1"); code != 200 || in.Status.Node != "ext-node" {
+		t.Fatalf("second server sees ext-1 as %d %+v", code, in.Status)
+	}
+	if ts2.AdminToken() != "" {
+		t.Fatal("second server on the same etcd created another admin token")
 	}
 }

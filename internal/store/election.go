@@ -13,6 +13,8 @@ import (
 // RunForLeader campaigns for the cluster leadership as id and, each time it
 // wins, runs lead with a context that is cancelled as soon as leadership is
 // lost (the session's lease expired) or ctx ends. It returns when ctx ends.
+// If lead returns while still leader, RunForLeader resigns, so that another
+// contender takes over, and campaigns again a second later.
 // Only one server in the cluster runs lead at a time, which is what lets the
 // controllers act without coordinating with each other.
 func (s *Store) RunForLeader(ctx context.Context, id string, ttl time.Duration, log *slog.Logger, lead func(ctx context.Context)) error {
@@ -45,9 +47,16 @@ func (s *Store) leadOnce(ctx context.Context, id string, ttl time.Duration, log 
 		defer close(done)
 		lead(lctx)
 	}()
+	var leadErr error
 	select {
 	case <-sess.Done():
 		log.Warn("lost leadership: session expired", "id", id)
+	case <-done:
+		// Holding the leadership without leading would leave the cluster
+		// without controllers: resign so another server can take over.
+		if ctx.Err() == nil {
+			leadErr = fmt.Errorf("store: lead of %s returned while leader; resigned", id)
+		}
 	case <-ctx.Done():
 	}
 	cancel()
@@ -55,7 +64,7 @@ func (s *Store) leadOnce(ctx context.Context, id string, ttl time.Duration, log 
 	rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer rcancel()
 	_ = el.Resign(rctx)
-	return nil
+	return leadErr
 }
 
 // Leader returns the id of the current leader, or "" if there is none.

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	mathrand "math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -276,12 +277,30 @@ func (c *Collection[T]) Modify(ctx context.Context, name string, fn func(*T) ([]
 		}
 		err = c.Update(ctx, v, extra...)
 		if errors.Is(err, ErrConflict) && attempt < 100 {
+			if err := conflictBackoff(ctx, attempt); err != nil {
+				return nil, err
+			}
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
 		return v, nil
+	}
+}
+
+// conflictBackoff waits a random time below 1, 2, 4, ... 64 ms as attempt
+// grows, so writers racing for one object take turns instead of retrying in
+// lockstep (without it one writer among a few dozen can lose 100 times in
+// a row). It returns ctx's error if ctx ends first.
+func conflictBackoff(ctx context.Context, attempt int) error {
+	t := time.NewTimer(mathrand.N(time.Millisecond << min(attempt, 6)))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

@@ -291,19 +291,23 @@ func TestModify(t *testing.T) {
 		}
 		const writers, increments = 10, 20
 		var (
-			wg    sync.WaitGroup
-			mu    sync.Mutex
-			calls int
-			errs  []error
+			wg          sync.WaitGroup
+			mu          sync.Mutex
+			calls       int
+			maxAttempts int
+			errs        []error
 		)
 		for w := range writers {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				for i := range increments {
+					attempts := 0
 					_, err := s.Instances.Modify(ctx, "counter", func(v *api.Instance) ([]clientv3.Op, error) {
+						attempts++
 						mu.Lock()
 						calls++
+						maxAttempts = max(maxAttempts, attempts)
 						mu.Unlock()
 						v.Spec.CPUs++
 						// An event per attempt: only the committed attempt's may land.
@@ -337,7 +341,7 @@ func TestModify(t *testing.T) {
 		if len(events) != writers*increments {
 			t.Errorf("%d events for %d committed increments (%d attempts)", len(events), writers*increments, calls)
 		}
-		t.Logf("%d attempts for %d increments", calls, writers*increments)
+		t.Logf("%d attempts for %d increments, at most %d for one", calls, writers*increments, maxAttempts)
 	})
 
 	t.Run("unchanged writes nothing", func(t *testing.T) {

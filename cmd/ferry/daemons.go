@@ -1,0 +1,128 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ferrycluster/ferry/internal/agent"
+	"github.com/ferrycluster/ferry/internal/api"
+	"github.com/ferrycluster/ferry/internal/cli"
+	"github.com/ferrycluster/ferry/internal/server"
+	"github.com/ferrycluster/ferry/internal/vmm"
+	"github.com/ferrycluster/ferry/internal/vmm/fake"
+	"github.com/spf13/cobra"
+)
+
+func newServerCmd(g *cli.Globals) *cobra.Command {
+	var (
+		cfg       server.Config
+		endpoints string
+	)
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run a control plane server (embedded etcd unless --etcd-endpoints)",
+		Long: `Run a ferry control plane server. Its state lives in an embedded etcd in
+--data-dir, or in an external etcd cluster given by --etcd-endpoints. On its first
+start it creates the cluster CA and an admin API token, printed once.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log := g.Logger(cmd.ErrOrStderr())
+			if endpoints != "" {
+				for _, e := range strings.Split(endpoints, ",") {
+					if e = strings.TrimSpace(e); e != "" {
+						cfg.EtcdEndpoints = append(cfg.EtcdEndpoints, e)
+					}
+				}
+			}
+			cfg.Logger, cfg.Version = log, version
+			ctx := cmd.Context()
+			s, err := server.New(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			if err := s.Listen(); err != nil {
+				return err
+			}
+			if tok := s.AdminToken(); tok != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "Admin API token (shown once): %s\nCA certificate: %s/ca.crt\n", tok, cfg.DataDir)
+			}
+			return s.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/ferry/server", "directory for the embedded etcd and ca.crt")
+	f.StringVar(&cfg.Listen, "listen", ":7443", "HTTPS address of the API")
+	f.StringVar(&endpoints, "etcd-endpoints", "", "comma-separated client URLs of an external etcd cluster (default: embedded etcd)")
+	f.DurationVar(&cfg.NodeTTL, "node-ttl", 3*time.Second, "node lease TTL: a node without heartbeats for this long is NotReady")
+	f.StringSliceVar(&cfg.Hosts, "host", nil, "extra DNS names or IPs for the server certificate (repeatable)")
+	f.StringVar(&cfg.AdminTokenFile, "admin-token-file", "", "also write the admin token to this file (mode 0600) on first start")
+	f.StringVar(&cfg.ID, "id", "", "this server's name in leader election (default hostname+listen)")
+	return cmd
+}
+
+// newDriver returns the VMM driver named by --driver.
+func newDriver(name string) (vmm.Driver, error) {
+	switch name {
+	case "fake":
+		return fake.New(), nil
+	}
+	return nil, fmt.Errorf("--driver: %q is not a known driver (available: fake)", name)
+}
+
+func newAgentCmd(g *cli.Globals) *cobra.Command {
+	var (
+		cfg          agent.Config
+		driver       string
+		memory, disk string
+	)
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the host agent: join the cluster (once) and run the instances placed here",
+		Long: `Run a ferry agent on this host. The first start needs --server and --token (from
+` + "`ferry node join-token`" + `); the node certificate it receives is kept in --state-dir and
+used from then on.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log := g.Logger(cmd.ErrOrStderr())
+			if memory != "" {
+				v, err := api.ParseBytes(memory)
+				if err != nil {
+					return fmt.Errorf("--memory: %w", err)
+				}
+				cfg.Capacity.Memory = v
+			}
+			if disk != "" {
+				v, err := api.ParseBytes(disk)
+				if err != nil {
+					return fmt.Errorf("--disk: %w", err)
+				}
+				cfg.Capacity.Disk = v
+			}
+			d, err := newDriver(driver)
+			if err != nil {
+				return err
+			}
+			cfg.Driver, cfg.Logger, cfg.Version = d, log, version
+			a, err := agent.New(cfg)
+			if err != nil {
+				return err
+			}
+			return a.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.ServerURL, "server", "", "URL of a ferry server, https://host:7443 (needed to join)")
+	f.StringVar(&cfg.JoinToken, "token", "", "join token from `ferry node join-token` (first start only)")
+	f.StringVar(&cfg.StateDir, "state-dir", "/var/lib/ferry/agent", "node identity and VM state; must survive restarts")
+	f.StringVar(&cfg.NodeName, "name", "", "node name (default: hostname)")
+	f.IntVar(&cfg.Capacity.CPUs, "cpus", 0, "CPUs offered to instances (default: all)")
+	f.StringVar(&memory, "memory", "", "memory offered to instances, e.g. 16G (default: all)")
+	f.StringVar(&disk, "disk", "", "disk offered to instances, e.g. 500G (default: free space of --state-dir)")
+	f.StringVar(&cfg.Address, "address", "", "address of this host reported to the cluster")
+	f.StringVar(&driver, "driver", "fake", "VMM driver: fake")
+	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", time.Second, "time between heartbeats")
+	f.StringVar(&cfg.ListenAddr, "listen", "127.0.0.1:7444", "address for /metrics and /healthz (empty disables)")
+	return cmd
+}

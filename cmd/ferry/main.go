@@ -1,0 +1,26 @@
+// Command ferry is the one binary of ferry: the control plane server, the
+// host agent, an all-in-one dev cluster, and every user verb.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/ferrycluster/ferry/internal/cli"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	g := &cli.Globals{}
+	root := cli.NewRoot(cli.RootOptions{Version: version, Globals: g})
+	root.AddCommand(newServerCmd(g), newAgentCmd(g), newDevCmd(g))
+	if err := root.ExecuteContext(ctx); err != nil {
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,271 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ferrycluster/ferry/internal/api"
+	"github.com/ferrycluster/ferry/internal/vmm"
+)
+
+// ErrAlreadyStarted is returned by a second call of Agent.Run.
+var ErrAlreadyStarted = errors.New("agent: already started")
+
+// tuning holds the agent's internal timings. Tests shorten them.
+type tuning struct {
+	// startBackoffMin and startBackoffMax bound the wait before starting a
+	// VM again after a failed start or an unexpected exit.
+	startBackoffMin, startBackoffMax time.Duration
+	// stableAfter is how long a VM must have run for its next exit to be
+	// restarted after startBackoffMin again rather than a longer wait.
+	stableAfter time.Duration
+	// retryMin and retryMax bound the waits between retries of the join,
+	// the assignment stream and status reports.
+	retryMin, retryMax time.Duration
+	// streamIdle is how long the assignment stream may stay silent (the
+	// server pings every 10 s) before the agent reconnects.
+	streamIdle time.Duration
+	// stopTimeout is what Driver.Stop gets before it kills the guest.
+	stopTimeout time.Duration
+	// reportTimeout bounds one status report request.
+	reportTimeout time.Duration
+}
+
+var defaultTuning = tuning{
+	startBackoffMin: time.Second,
+	startBackoffMax: 30 * time.Second,
+	stableAfter:     time.Minute,
+	retryMin:        250 * time.Millisecond,
+	retryMax:        10 * time.Second,
+	streamIdle:      35 * time.Second,
+	stopTimeout:     10 * time.Second,
+	reportTimeout:   10 * time.Second,
+}
+
+// Agent is the ferry agent of one host. Create it with New and run it with
+// Run. Its methods are safe for concurrent use.
+type Agent struct {
+	log        *slog.Logger
+	driver     vmm.Driver
+	name       string
+	serverURL  string
+	serverHost string
+	joinToken  string
+	stateDir   string
+	vmsDir     string
+	listenAddr string
+	heartbeat  api.Heartbeat
+	interval   time.Duration
+	tune       tuning
+	metrics    *metrics
+
+	// joined is whether StateDir holds an identity; Run sets it after a
+	// join.
+	joined bool
+
+	started atomic.Bool
+	// session numbers the assignment stream's connections.
+	session     atomic.Uint64
+	metricsAddr atomic.Pointer[string]
+	lastAck     atomic.Pointer[time.Time]
+
+	// client carries the assignment stream and the reports (mTLS); set by
+	// Run before any worker starts.
+	client *http.Client
+
+	mu sync.Mutex
+	// workers holds one worker per instance the agent acts on.
+	workers map[string]*worker
+	// runCtx is the context workers run in; set by Run.
+	runCtx context.Context
+	// wg counts the worker goroutines.
+	wg sync.WaitGroup
+}
+
+// New checks cfg and returns an Agent. Errors name the Config field at
+// fault. New creates StateDir if needed, reads the saved identity, if any,
+// and the host's capacity, but does not contact the server.
+func New(cfg Config) (*Agent, error) {
+	saved, err := checkConfig(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	u, err := url.Parse(cfg.ServerURL)
+	if err != nil {
+		return nil, fmt.Errorf("agent: ServerURL: %w", err)
+	}
+	if saved != nil && saved.Server != cfg.ServerURL {
+		cfg.Logger.Info("using a different server than the one joined", "joined", saved.Server, "server", cfg.ServerURL)
+	}
+	a := &Agent{
+		log:        cfg.Logger.With("node", cfg.NodeName),
+		driver:     cfg.Driver,
+		name:       cfg.NodeName,
+		serverURL:  cfg.ServerURL,
+		serverHost: u.Hostname(),
+		joinToken:  cfg.JoinToken,
+		stateDir:   cfg.StateDir,
+		vmsDir:     filepath.Join(cfg.StateDir, vmsDirName),
+		listenAddr: cfg.ListenAddr,
+		heartbeat: api.Heartbeat{
+			Capacity:     cfg.Capacity,
+			Address:      cfg.Address,
+			AgentVersion: cfg.Version,
+		},
+		interval: cfg.HeartbeatInterval,
+		tune:     defaultTuning,
+		metrics:  newMetrics(),
+		joined:   saved != nil,
+		workers:  make(map[string]*worker),
+	}
+	return a, nil
+}
+
+// NodeName returns the node's name in the cluster.
+func (a *Agent) NodeName() string { return a.name }
+
+// Capacity returns the capacity the agent reports in its heartbeats.
+func (a *Agent) Capacity() api.Resources { return a.heartbeat.Capacity }
+
+// MetricsAddr returns the address /metrics and /healthz are served on once
+// Run listens, and "" before that or if Config.ListenAddr is empty.
+func (a *Agent) MetricsAddr() string {
+	if p := a.metricsAddr.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// LastAck returns when the last heartbeat the server acknowledged was sent
+// (so the server renewed the node's lease no earlier than that), or the zero
+// time if none was yet. The value carries a monotonic clock reading, so
+// time.Since(LastAck()) is immune to wall clock jumps.
+func (a *Agent) LastAck() time.Time {
+	if p := a.lastAck.Load(); p != nil {
+		return *p
+	}
+	return time.Time{}
+}
+
+// Run joins the cluster if this node has no identity yet, re-attaches to the
+// VMs it left running, then sends heartbeats and reconciles its assigned
+// instances until ctx ends. It returns an error if it cannot start (join
+// refused, unreadable identity, metrics address in use) and nil once ctx
+// ends after a successful start. VMs keep running when Run returns. Run may
+// be called once.
+func (a *Agent) Run(ctx context.Context) error {
+	if !a.started.CompareAndSwap(false, true) {
+		return ErrAlreadyStarted
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup // the metrics server
+	defer wg.Wait()
+	defer cancel()
+
+	if a.listenAddr != "" {
+		ln, err := net.Listen("tcp", a.listenAddr)
+		if err != nil {
+			return fmt.Errorf("agent: metrics listener: %w", err)
+		}
+		addr := ln.Addr().String()
+		a.metricsAddr.Store(&addr)
+		srv := a.metricsServer()
+		wg.Go(func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.log.Error("metrics listener failed", "addr", addr, "err", err)
+			}
+		})
+		defer func() {
+			sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer scancel()
+			_ = srv.Shutdown(sctx)
+		}()
+	}
+
+	tlsCfg, err := a.identity(ctx)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+
+	// The heartbeat gets a transport of its own, so its connection is never
+	// queued behind the stream or a report.
+	hbTransport := newTransport(tlsCfg, a.interval)
+	hbTransport.MaxIdleConnsPerHost = 1
+	hbTransport.ResponseHeaderTimeout = 0 // each request has its own deadline
+	defer hbTransport.CloseIdleConnections()
+	apiTransport := newTransport(tlsCfg, 10*time.Second)
+	defer apiTransport.CloseIdleConnections()
+
+	a.mu.Lock()
+	a.client = &http.Client{Transport: apiTransport}
+	a.runCtx = ctx
+	a.mu.Unlock()
+
+	var loops sync.WaitGroup
+	loops.Go(func() { a.heartbeatLoop(ctx, &http.Client{Transport: hbTransport}) })
+	a.recoverVMs(ctx)
+	loops.Go(func() { a.streamLoop(ctx) })
+	a.log.Info("agent running", "server", a.serverURL, "capacity", a.heartbeat.Capacity, "driver", a.driver.Name())
+
+	<-ctx.Done()
+	a.log.Info("agent stopping")
+	// The stream creates workers: wait for it before waiting for them.
+	loops.Wait()
+	a.wg.Wait()
+	return nil
+}
+
+// heartbeatLoop sends a heartbeat every interval until ctx ends. It does
+// nothing else, so that nothing else can delay it.
+func (a *Agent) heartbeatLoop(ctx context.Context, client *http.Client) {
+	t := time.NewTicker(a.interval)
+	defer t.Stop()
+	failing := false
+	for {
+		err := a.sendHeartbeat(ctx, client)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil && !failing:
+			a.log.Warn("heartbeat failed", "err", err)
+		case err != nil:
+			a.log.Debug("heartbeat failed", "err", err)
+		case failing:
+			a.log.Info("heartbeats acknowledged again")
+		}
+		failing = err != nil
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// sendHeartbeat sends one heartbeat, with the interval as its timeout, and
+// records the acknowledgement.
+func (a *Agent) sendHeartbeat(ctx context.Context, client *http.Client) error {
+	sent := time.Now()
+	rctx, cancel := context.WithTimeout(ctx, a.interval)
+	defer cancel()
+	var ack api.HeartbeatAck
+	if err := doJSON(rctx, client, http.MethodPost, a.serverURL+"/v1/agent/heartbeat", a.heartbeat, &ack); err != nil {
+		if ctx.Err() == nil {
+			a.metrics.heartbeatError.Inc()
+		}
+		return fmt.Errorf("heartbeat: %w", err)
+	}
+	a.lastAck.Store(&sent)
+	a.metrics.heartbeatOK.Inc()
+	a.metrics.lastAck.Set(float64(sent.UnixNano()) / 1e9)
+	return nil
+}

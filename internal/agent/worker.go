@@ -1,0 +1,513 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"time"
+
+	"github.com/ferrycluster/ferry/internal/api"
+	"github.com/ferrycluster/ferry/internal/vmm"
+)
+
+var (
+	// errNotOurs means the server answered a report with 409 (or 404): the
+	// instance is not assigned to this node any more.
+	errNotOurs = errors.New("instance is not assigned to this node")
+	// errSuperseded ends a report's retries when a newer assignment came.
+	errSuperseded = errors.New("superseded by a newer assignment")
+)
+
+// worker reconciles one instance. Each instance has its own goroutine, so a
+// slow driver call for one never delays another. The stream hands it the
+// latest assignment and pokes it; the worker acts on whatever is latest.
+type worker struct {
+	a    *Agent
+	name string
+	log  *slog.Logger
+	// wake is poked (without blocking) when the assignment changed.
+	wake chan struct{}
+
+	// Guarded by a.mu.
+	desired  *api.Instance // nil: not known yet, or released
+	session  uint64        // the stream session desired came from
+	released bool          // not ours: destroy locally, report nothing
+	why      string        // why it was released, for the log
+	gen      uint64        // counts changes of desired and released
+
+	// Owned by the worker goroutine (set before it starts).
+	running   bool
+	exitCh    <-chan vmm.ExitResult // nil unless watching the VM
+	stopWatch context.CancelFunc
+	startedAt time.Time
+	backoff   time.Duration
+	notBefore time.Time // no start attempt before then
+	// exitReport is an unexpected exit not reported yet.
+	exitReport *api.InstanceReport
+	// sent is the last report the server accepted.
+	sent *api.InstanceReport
+	// fenced is set when the server answered 409: the worker does nothing
+	// until it is released, or assigned by a stream session newer than
+	// fencedSession. Later puts of the same session may predate the 409
+	// (echoes of earlier reports); a real reassignment comes after a
+	// "delete" (which ends this worker) or in a new session's snapshot.
+	fenced        bool
+	fencedSession uint64
+}
+
+// workerLocked returns the worker of name, creating and starting it (after
+// calling init on it) if there is none. a.mu must be held and Run must have
+// set a.runCtx.
+func (a *Agent) workerLocked(name string, init func(*worker)) *worker {
+	if w, ok := a.workers[name]; ok {
+		return w
+	}
+	w := &worker{a: a, name: name, log: a.log.With("vm", name), wake: make(chan struct{}, 1)}
+	if init != nil {
+		init(w)
+	}
+	a.workers[name] = w
+	a.wg.Add(1)
+	go w.run(a.runCtx)
+	return w
+}
+
+// assign hands an assignment, received in stream session session, to the
+// instance's worker.
+func (a *Agent) assign(inst *api.Instance, session uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	w := a.workerLocked(inst.Name, nil)
+	w.desired, w.session, w.released, w.why = inst, session, false, ""
+	w.gen++
+	w.poke()
+}
+
+// release tells the instance's worker that the instance is not this node's:
+// it destroys the VM without reporting, then ends.
+func (a *Agent) release(name, why string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	w := a.workerLocked(name, nil)
+	w.desired, w.released, w.why = nil, true, why
+	w.gen++
+	w.poke()
+}
+
+// adopt creates the worker of a VM found at start: running if the driver
+// recovered it. The worker waits for its assignment.
+func (a *Agent) adopt(name string, running bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.workerLocked(name, func(w *worker) {
+		if !running {
+			return
+		}
+		w.setRunning(true)
+		if err := w.watch(a.runCtx); err != nil {
+			w.log.Warn("recovered vm cannot be watched", "err", err)
+			w.setRunning(false)
+		}
+	})
+}
+
+func (w *worker) poke() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// superseded reports whether the assignment changed since generation gen.
+func (w *worker) superseded(gen uint64) bool {
+	w.a.mu.Lock()
+	defer w.a.mu.Unlock()
+	return w.gen != gen
+}
+
+// run is the worker's loop: it reconciles when poked, when a retry is due
+// and when the VM exits, until ctx ends or the instance was released and
+// its VM destroyed.
+func (w *worker) run(ctx context.Context) {
+	defer w.a.wg.Done()
+	defer w.unwatch()
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	var retryC <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.wake:
+		case <-retryC:
+			retryC = nil
+		case res, ok := <-w.exitCh:
+			w.exited(res, ok)
+		}
+		wait, done := w.reconcile(ctx)
+		if done || ctx.Err() != nil {
+			return
+		}
+		if wait > 0 {
+			retry.Reset(wait)
+			retryC = retry.C
+		} else {
+			retry.Stop()
+			retryC = nil
+		}
+	}
+}
+
+// reconcile makes the VM match the latest assignment. It returns how long
+// to wait before trying again (0: until something happens) and whether the
+// worker is finished.
+func (w *worker) reconcile(ctx context.Context) (wait time.Duration, done bool) {
+	w.a.mu.Lock()
+	inst, session, released, why, gen := w.desired, w.session, w.released, w.why, w.gen
+	w.a.mu.Unlock()
+
+	if released {
+		return w.reconcileReleased(ctx, gen, why)
+	}
+	if inst == nil {
+		return 0, false // a recovered VM waiting for its assignment
+	}
+	if w.fenced {
+		if session <= w.fencedSession {
+			return 0, false
+		}
+		w.log.Info("instance assigned again; acting on it")
+		w.fenced, w.sent = false, nil
+	}
+	if r := w.exitReport; r != nil && !inst.Status.Deleting {
+		w.exitReport = nil
+		if err := w.report(ctx, gen, inst, *r); err != nil {
+			if !errors.Is(err, errNotOurs) {
+				w.exitReport = r
+			}
+			return w.reportFailed(err)
+		}
+	}
+	switch {
+	case inst.Status.Deleting:
+		return w.reconcileDeleting(ctx, gen, inst)
+	case inst.Spec.State == api.DesiredStopped:
+		return w.reconcileStopped(ctx, gen, inst)
+	default:
+		return w.reconcileRunning(ctx, gen, inst)
+	}
+}
+
+// reconcileReleased destroys the VM of an instance that is not ours; the
+// worker ends unless a new assignment came meanwhile.
+func (w *worker) reconcileReleased(ctx context.Context, gen uint64, why string) (time.Duration, bool) {
+	if err := w.destroy(ctx); err != nil {
+		if ctx.Err() != nil {
+			return 0, false
+		}
+		return w.failed("destroy vm", err), false
+	}
+	w.log.Info("vm destroyed", "reason", why)
+	w.a.mu.Lock()
+	defer w.a.mu.Unlock()
+	if w.released && w.gen == gen {
+		delete(w.a.workers, w.name)
+		return 0, true
+	}
+	return 0, false
+}
+
+// reconcileDeleting destroys the VM of an instance being deleted and tells
+// the server it is gone.
+func (w *worker) reconcileDeleting(ctx context.Context, gen uint64, inst *api.Instance) (time.Duration, bool) {
+	if err := w.destroy(ctx); err != nil {
+		if ctx.Err() != nil {
+			return 0, false
+		}
+		d := w.failed("destroy vm", err)
+		if rerr := w.report(ctx, gen, inst, api.InstanceReport{Phase: api.PhaseDeleting, Error: err.Error()}); rerr != nil {
+			w.reportFailed(rerr)
+		}
+		return d, false
+	}
+	if err := w.report(ctx, gen, inst, api.InstanceReport{Phase: api.PhaseDeleting, Destroyed: true}); err != nil {
+		return w.reportFailed(err)
+	}
+	return 0, false
+}
+
+// reconcileStopped stops the VM of an instance that should not run.
+func (w *worker) reconcileStopped(ctx context.Context, gen uint64, inst *api.Instance) (time.Duration, bool) {
+	if !w.running {
+		return w.ensure(ctx, gen, inst, api.PhaseStopped)
+	}
+	if err := w.report(ctx, gen, inst, api.InstanceReport{Phase: api.PhaseStopping}); err != nil {
+		return w.reportFailed(err)
+	}
+	w.log.Info("stopping vm")
+	if err := w.a.driver.Stop(ctx, w.name, w.a.tune.stopTimeout); err != nil {
+		if ctx.Err() != nil {
+			return 0, false
+		}
+		d := w.failed("stop vm", err)
+		r := api.InstanceReport{Phase: api.PhaseStopping, Error: fmt.Sprintf("stop vm: %v", err)}
+		if rerr := w.report(ctx, gen, inst, r); rerr != nil {
+			w.reportFailed(rerr)
+		}
+		return d, false
+	}
+	// The exit this caused is expected: drop it.
+	w.unwatch()
+	w.setRunning(false)
+	w.backoff, w.notBefore = 0, time.Time{}
+	w.log.Info("vm stopped")
+	if err := w.report(ctx, gen, inst, api.InstanceReport{Phase: api.PhaseStopped}); err != nil {
+		return w.reportFailed(err)
+	}
+	return 0, false
+}
+
+// reconcileRunning starts the VM of an instance that should run, no sooner
+// than the backoff after a failed start or an exit allows.
+func (w *worker) reconcileRunning(ctx context.Context, gen uint64, inst *api.Instance) (time.Duration, bool) {
+	if w.running {
+		return w.ensure(ctx, gen, inst, api.PhaseRunning)
+	}
+	if wait := time.Until(w.notBefore); wait > 0 {
+		return wait, false
+	}
+	if err := w.report(ctx, gen, inst, api.InstanceReport{Phase: api.PhaseStarting}); err != nil {
+		return w.reportFailed(err)
+	}
+	if err := w.start(ctx, inst); err != nil {
+		if ctx.Err() != nil {
+			return 0, false
+		}
+		d := w.failed("start vm", err)
+		r := api.InstanceReport{Phase: api.PhaseFailed, Message: fmt.Sprintf("start failed; retrying in %s", d), Error: err.Error()}
+		if rerr := w.report(ctx, gen, inst, r); rerr != nil {
+			w.reportFailed(rerr)
+		}
+		return d, false
+	}
+	if err := w.report(ctx, gen, inst, api.InstanceReport{Phase: api.PhaseRunning}); err != nil {
+		return w.reportFailed(err)
+	}
+	return 0, false
+}
+
+// start boots the VM, persists its handle and watches it.
+func (w *worker) start(ctx context.Context, inst *api.Instance) error {
+	spec := vmm.Spec{
+		ID:       w.name,
+		CPUs:     inst.Spec.CPUs,
+		MemoryMB: int(inst.Spec.Memory >> 20),
+		StateDir: w.a.vmDir(w.name),
+	}
+	if err := os.MkdirAll(spec.StateDir, stateDirMod); err != nil {
+		return fmt.Errorf("start vm %s: %w", w.name, err)
+	}
+	w.log.Info("starting vm", "cpus", spec.CPUs, "memoryMB", spec.MemoryMB)
+	h, err := w.a.driver.Start(ctx, spec)
+	switch {
+	case errors.Is(err, vmm.ErrAlreadyRunning):
+		// Running though the agent did not know: adopt it.
+		w.log.Warn("vm was already running; adopting it")
+	case err != nil:
+		return err
+	default:
+		if err := w.a.saveHandle(h); err != nil {
+			// The VM runs, but a restarted agent will not find it.
+			w.a.metrics.reconcileErrors.Inc()
+			w.log.Error("persisting vm handle", "err", err)
+		}
+	}
+	w.startedAt = time.Now()
+	w.setRunning(true)
+	if err := w.watch(ctx); err != nil {
+		w.setRunning(false)
+		return fmt.Errorf("vm exited as it started: %w", err)
+	}
+	w.log.Info("vm running")
+	return nil
+}
+
+// destroy kills the VM and forgets it: driver resources, handle and
+// directory.
+func (w *worker) destroy(ctx context.Context) error {
+	w.unwatch()
+	if err := w.a.driver.Destroy(ctx, w.name); err != nil {
+		if w.running {
+			if werr := w.watch(ctx); werr != nil {
+				w.setRunning(false)
+			}
+		}
+		return fmt.Errorf("destroy vm %s: %w", w.name, err)
+	}
+	w.setRunning(false)
+	w.exitReport = nil
+	w.backoff, w.notBefore = 0, time.Time{}
+	if err := w.a.removeHandle(w.name); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(w.a.vmDir(w.name)); err != nil {
+		return fmt.Errorf("destroy vm %s: %w", w.name, err)
+	}
+	return nil
+}
+
+// exited handles a VM's exit the agent did not cause: it is reported at
+// the next reconcile and a running instance is started again after a
+// backoff.
+func (w *worker) exited(res vmm.ExitResult, ok bool) {
+	w.exitCh = nil
+	if w.stopWatch != nil {
+		w.stopWatch()
+		w.stopWatch = nil
+	}
+	if !ok {
+		return // the agent is stopping
+	}
+	w.setRunning(false)
+	at := res.At
+	if at.IsZero() {
+		at = time.Now()
+	}
+	if w.startedAt.IsZero() || at.Sub(w.startedAt) >= w.a.tune.stableAfter {
+		w.backoff = 0
+	}
+	d := w.nextDelay()
+	r := api.InstanceReport{Phase: api.PhaseStopped, Message: "the guest shut down"}
+	if res.Err != nil {
+		r = api.InstanceReport{Phase: api.PhaseFailed, Message: "the vm exited unexpectedly", Error: res.Err.Error()}
+	}
+	w.log.Warn("vm exited", "err", res.Err, "restartAfter", d)
+	w.exitReport = &r
+}
+
+// ensure reports phase unless it is what the server last heard (or, before
+// any report, already shows).
+func (w *worker) ensure(ctx context.Context, gen uint64, inst *api.Instance, phase api.Phase) (time.Duration, bool) {
+	if w.sent != nil && w.sent.Phase == phase {
+		return 0, false
+	}
+	if w.sent == nil && inst.Status.Phase == phase && inst.Status.LastError == "" {
+		return 0, false
+	}
+	if err := w.report(ctx, gen, inst, api.InstanceReport{Phase: phase}); err != nil {
+		return w.reportFailed(err)
+	}
+	return 0, false
+}
+
+// report sends r unless it is the last report sent. It retries network
+// errors and 5xx answers until it succeeds, ctx ends or a newer assignment
+// supersedes it. A 409 (or 404) returns errNotOurs. Other 4xx answers are
+// logged and dropped: retrying cannot change them.
+func (w *worker) report(ctx context.Context, gen uint64, inst *api.Instance, r api.InstanceReport) error {
+	if w.sent != nil && *w.sent == r {
+		return nil
+	}
+	u := w.a.serverURL + "/v1/agent/instances/" + url.PathEscape(w.name) + "/status"
+	backoff := w.a.tune.retryMin
+	for {
+		rctx, cancel := context.WithTimeout(ctx, w.a.tune.reportTimeout)
+		err := doJSON(rctx, w.a.client, http.MethodPut, u, r, nil)
+		cancel()
+		if err == nil {
+			w.sent = &r
+			w.log.Debug("reported", "phase", r.Phase, "error", r.Error, "destroyed", r.Destroyed)
+			return nil
+		}
+		switch status := statusOf(err); {
+		case status == http.StatusConflict || status == http.StatusNotFound:
+			return fmt.Errorf("report %s: %w: %w", r.Phase, errNotOurs, err)
+		case isPermanent(err):
+			w.log.Error("server rejected report", "phase", r.Phase, "err", err)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if w.superseded(gen) {
+			return errSuperseded
+		}
+		w.log.Warn("report failed; retrying", "phase", r.Phase, "err", err, "in", backoff)
+		if !sleepCtx(ctx, backoff) {
+			return ctx.Err()
+		}
+		backoff = nextBackoff(backoff, w.a.tune.retryMax)
+		if w.superseded(gen) {
+			return errSuperseded
+		}
+	}
+}
+
+// reportFailed handles a report that did not go through: on errNotOurs the
+// worker stops acting on the instance until it is assigned again. Other
+// errors (ctx, superseded) need no retry timer: the worker is woken anyway.
+func (w *worker) reportFailed(err error) (time.Duration, bool) {
+	if errors.Is(err, errNotOurs) {
+		w.log.Warn("server says the instance is not assigned to this node; no longer acting on it", "err", err)
+		w.fenced, w.fencedSession = true, w.a.session.Load()
+		w.exitReport = nil
+	}
+	return 0, false
+}
+
+// failed records a failed driver action and returns the wait before the
+// next attempt.
+func (w *worker) failed(action string, err error) time.Duration {
+	w.a.metrics.reconcileErrors.Inc()
+	d := w.nextDelay()
+	w.log.Warn(action+" failed", "err", err, "retryIn", d)
+	return d
+}
+
+// nextDelay grows the backoff and sets the earliest next start.
+func (w *worker) nextDelay() time.Duration {
+	if w.backoff == 0 {
+		w.backoff = w.a.tune.startBackoffMin
+	} else {
+		w.backoff = nextBackoff(w.backoff, w.a.tune.startBackoffMax)
+	}
+	w.notBefore = time.Now().Add(w.backoff)
+	return w.backoff
+}
+
+// watch starts watching the VM for exits.
+func (w *worker) watch(ctx context.Context) error {
+	wctx, cancel := context.WithCancel(ctx)
+	ch, err := w.a.driver.Wait(wctx, w.name)
+	if err != nil {
+		cancel()
+		return fmt.Errorf("watch vm %s: %w", w.name, err)
+	}
+	w.exitCh, w.stopWatch = ch, cancel
+	return nil
+}
+
+// unwatch stops watching the VM; an exit already delivered is dropped.
+func (w *worker) unwatch() {
+	if w.stopWatch != nil {
+		w.stopWatch()
+	}
+	w.exitCh, w.stopWatch = nil, nil
+}
+
+func (w *worker) setRunning(running bool) {
+	if w.running == running {
+		return
+	}
+	w.running = running
+	if running {
+		w.a.metrics.vms.Inc()
+	} else {
+		w.a.metrics.vms.Dec()
+	}
+}

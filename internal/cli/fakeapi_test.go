@@ -1,0 +1,457 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ferrycluster/ferry/internal/api"
+)
+
+const testToken = "t0ken"
+
+// testNow is the clock of every test: AGE columns are relative to it.
+var testNow = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+
+// fakeAPI implements the user routes of docs/routes.md in memory. With
+// autoStep, every GET of an instance moves it one phase towards its
+// desired state, as the controller and agent would.
+type fakeAPI struct {
+	mu        sync.Mutex
+	instances map[string]*api.Instance
+	nodes     map[string]*api.Node
+	images    []api.Image
+	events    []api.Event
+	rv        int
+	autoStep  bool
+	// failImage names an image whose instances fail while starting.
+	failImage string
+	// requests records "METHOD /path?query" of each authorised request.
+	requests []string
+	// bodies records the body of each POST, by path.
+	bodies map[string]string
+	// closeWatch makes the event stream end after the events instead of
+	// staying open.
+	closeWatch bool
+}
+
+func newFakeAPI() *fakeAPI {
+	f := &fakeAPI{
+		instances: map[string]*api.Instance{},
+		nodes:     map[string]*api.Node{},
+		bodies:    map[string]string{},
+		images: []api.Image{
+			{Meta: api.Meta{Name: "demo", CreatedAt: testNow.Add(-72 * time.Hour)}, Source: "builtin:demo", Size: 64 << 20},
+			{Meta: api.Meta{Name: "broken", CreatedAt: testNow.Add(-90 * time.Second)}, Source: "/srv/images/broken.img"},
+		},
+	}
+	f.failImage = "broken"
+	return f
+}
+
+// addInstance stores an instance as if it had been running for a while.
+func (f *fakeAPI) addInstance(in api.Instance) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rv++
+	in.ResourceVersion = strconv.Itoa(f.rv)
+	f.instances[in.Name] = &in
+}
+
+func (f *fakeAPI) addNode(n api.Node) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rv++
+	n.ResourceVersion = strconv.Itoa(f.rv)
+	f.nodes[n.Name] = &n
+}
+
+func (f *fakeAPI) requestLog() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.requests...)
+}
+
+func (f *fakeAPI) body(path string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.bodies[path]
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, code, field, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	writeJSON(w, status, api.ErrorBody{Error: api.ErrorDetail{Code: code, Message: msg, Field: field}})
+}
+
+func (f *fakeAPI) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/version", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 200, api.Version{Version: "v9.9.9", GoVersion: "go1.26.8"})
+	})
+	mux.HandleFunc("GET /v1/instances", func(w http.ResponseWriter, r *http.Request) {
+		l := api.List[api.Instance]{Items: []api.Instance{}, ResourceVersion: strconv.Itoa(f.rv)}
+		for _, in := range f.instances {
+			l.Items = append(l.Items, *in)
+		}
+		sort.Slice(l.Items, func(i, j int) bool { return l.Items[i].Name > l.Items[j].Name }) // reverse: the CLI sorts
+		writeJSON(w, 200, l)
+	})
+	mux.HandleFunc("POST /v1/instances", func(w http.ResponseWriter, r *http.Request) {
+		var req api.CreateInstanceRequest
+		if err := api.DecodeBytes([]byte(f.bodies[r.URL.Path]), &req); err != nil {
+			writeError(w, 400, "invalid", "", "%v", err)
+			return
+		}
+		known := func(name string) bool {
+			for _, im := range f.images {
+				if im.Name == name {
+					return true
+				}
+			}
+			return false
+		}
+		if err := req.Validate(known); err != nil {
+			var fe *api.FieldError
+			errors.As(err, &fe)
+			writeError(w, 400, "invalid", fe.Field, "%s", fe.Message)
+			return
+		}
+		if _, ok := f.instances[req.Name]; ok {
+			writeError(w, 409, "already_exists", "name", "instance %q already exists", req.Name)
+			return
+		}
+		f.rv++
+		in := &api.Instance{
+			Meta:   api.Meta{Name: req.Name, ResourceVersion: strconv.Itoa(f.rv), UID: "uid-" + req.Name, CreatedAt: testNow},
+			Spec:   req.Spec,
+			Status: api.InstanceStatus{Phase: api.PhasePending, Since: testNow},
+		}
+		f.instances[req.Name] = in
+		writeJSON(w, 201, in)
+	})
+	mux.HandleFunc("GET /v1/instances/{name}", func(w http.ResponseWriter, r *http.Request) {
+		in, ok := f.instances[r.PathValue("name")]
+		if !ok {
+			writeError(w, 404, "not_found", "", "instance %q not found", r.PathValue("name"))
+			return
+		}
+		if f.autoStep {
+			if f.step(in) {
+				delete(f.instances, in.Name)
+			}
+		}
+		writeJSON(w, 200, in)
+	})
+	action := func(state api.DesiredState) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			in, ok := f.instances[r.PathValue("name")]
+			if !ok {
+				writeError(w, 404, "not_found", "", "instance %q not found", r.PathValue("name"))
+				return
+			}
+			f.rv++
+			in.Spec.State = state
+			in.ResourceVersion = strconv.Itoa(f.rv)
+			writeJSON(w, 200, in)
+		}
+	}
+	mux.HandleFunc("POST /v1/instances/{name}/start", action(api.DesiredRunning))
+	mux.HandleFunc("POST /v1/instances/{name}/stop", action(api.DesiredStopped))
+	mux.HandleFunc("DELETE /v1/instances/{name}", func(w http.ResponseWriter, r *http.Request) {
+		in, ok := f.instances[r.PathValue("name")]
+		if !ok {
+			writeError(w, 404, "not_found", "", "instance %q not found", r.PathValue("name"))
+			return
+		}
+		if r.URL.Query().Get("force") == "true" || in.Status.Node == "" {
+			delete(f.instances, in.Name)
+			writeJSON(w, 200, in)
+			return
+		}
+		f.rv++
+		in.Status.Deleting = true
+		in.Status.Phase = api.PhaseDeleting
+		in.ResourceVersion = strconv.Itoa(f.rv)
+		writeJSON(w, 202, in)
+	})
+	mux.HandleFunc("GET /v1/nodes", func(w http.ResponseWriter, r *http.Request) {
+		l := api.List[api.Node]{Items: []api.Node{}}
+		for _, n := range f.nodes {
+			l.Items = append(l.Items, *n)
+		}
+		sort.Slice(l.Items, func(i, j int) bool { return l.Items[i].Name < l.Items[j].Name })
+		writeJSON(w, 200, l)
+	})
+	mux.HandleFunc("GET /v1/nodes/{name}", func(w http.ResponseWriter, r *http.Request) {
+		n, ok := f.nodes[r.PathValue("name")]
+		if !ok {
+			writeError(w, 404, "not_found", "", "node %q not found", r.PathValue("name"))
+			return
+		}
+		writeJSON(w, 200, n)
+	})
+	mux.HandleFunc("DELETE /v1/nodes/{name}", func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("name")
+		if _, ok := f.nodes[name]; !ok {
+			writeError(w, 404, "not_found", "", "node %q not found", name)
+			return
+		}
+		for _, in := range f.instances {
+			if in.Status.Node == name && r.URL.Query().Get("force") != "true" {
+				writeError(w, 409, "conflict", "", "node %q still holds instance %q; drain it or pass force", name, in.Name)
+				return
+			}
+		}
+		delete(f.nodes, name)
+		w.WriteHeader(200)
+	})
+	mux.HandleFunc("POST /v1/join-tokens", func(w http.ResponseWriter, r *http.Request) {
+		var req api.JoinTokenRequest
+		if err := api.DecodeBytes([]byte(f.bodies[r.URL.Path]), &req); err != nil {
+			writeError(w, 400, "invalid", "", "%v", err)
+			return
+		}
+		ttl := time.Duration(req.TTLSeconds) * time.Second
+		if ttl == 0 {
+			ttl = time.Hour
+		}
+		writeJSON(w, 201, api.JoinToken{Token: "ferry-join.abc123.s3cr3t", ExpiresAt: testNow.Add(ttl)})
+	})
+	mux.HandleFunc("GET /v1/images", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 200, api.List[api.Image]{Items: f.images})
+	})
+	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
+		limit := 100
+		if r.URL.Query().Get("watch") == "true" {
+			limit = 20
+		}
+		if s := r.URL.Query().Get("limit"); s != "" {
+			limit, _ = strconv.Atoi(s)
+		}
+		evs := f.events
+		if len(evs) > limit {
+			evs = evs[len(evs)-limit:]
+		}
+		if r.URL.Query().Get("watch") != "true" {
+			writeJSON(w, 200, api.List[api.Event]{Items: evs})
+			return
+		}
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		enc := json.NewEncoder(w)
+		for _, ev := range evs {
+			_ = enc.Encode(ev)
+		}
+		_ = http.NewResponseController(w).Flush()
+		if f.closeWatch {
+			return
+		}
+		f.mu.Unlock() // let other requests in while the stream is open
+		<-r.Context().Done()
+		f.mu.Lock()
+	})
+
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+testToken {
+			writeError(w, 401, "unauthorized", "", "missing or invalid bearer token")
+			return
+		}
+		body, _ := io.ReadAll(io.LimitReader(r.Body, api.MaxBodyBytes+1))
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		line := r.Method + " " + r.URL.Path
+		if r.URL.RawQuery != "" {
+			line += "?" + r.URL.RawQuery
+		}
+		f.requests = append(f.requests, line)
+		if r.Method == http.MethodPost {
+			f.bodies[r.URL.Path] = string(body)
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// step moves an instance one phase towards its desired state and reports
+// whether it is gone (deleted).
+func (f *fakeAPI) step(in *api.Instance) (gone bool) {
+	f.rv++
+	in.ResourceVersion = strconv.Itoa(f.rv)
+	since := testNow.Add(time.Duration(f.rv) * time.Second)
+	set := func(p api.Phase, msg string) {
+		in.Status.Phase, in.Status.Since, in.Status.Message = p, since, msg
+	}
+	if in.Status.Deleting {
+		if in.Status.Message == "destroying VM" {
+			return true
+		}
+		set(api.PhaseDeleting, "destroying VM")
+		return false
+	}
+	running := in.Spec.State == api.DesiredRunning
+	switch in.Status.Phase {
+	case api.PhasePending:
+		if running {
+			in.Status.Node, in.Status.ReplicaNode = "n1", "n2"
+			set(api.PhaseScheduled, "")
+		} else {
+			set(api.PhaseStopped, "")
+		}
+	case api.PhaseScheduled, api.PhaseStopped, api.PhaseFailed:
+		if running {
+			set(api.PhaseStarting, "booting")
+		}
+	case api.PhaseStarting:
+		switch {
+		case !running:
+			set(api.PhaseStopping, "")
+		case in.Spec.Image == f.failImage:
+			set(api.PhaseFailed, "")
+			in.Status.LastError = "qemu: boot failed"
+		default:
+			set(api.PhaseRunning, "")
+		}
+	case api.PhaseRunning:
+		if !running {
+			set(api.PhaseStopping, "shutting down")
+		}
+	case api.PhaseStopping:
+		set(api.PhaseStopped, "")
+	}
+	return false
+}
+
+// testEnv is a fake server and an environment pointing at it.
+type testEnv struct {
+	api    *fakeAPI
+	srv    *httptest.Server
+	dir    string
+	caFile string
+	env    map[string]string
+}
+
+func newTestEnv(t *testing.T) *testEnv {
+	t.Helper()
+	f := newFakeAPI()
+	srv := httptest.NewUnstartedServer(f.handler())
+	srv.EnableHTTP2 = true
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // handshakes that tests make fail
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &testEnv{
+		api: f, srv: srv, dir: dir, caFile: caFile,
+		env: map[string]string{
+			"HOME":            dir,
+			"XDG_CONFIG_HOME": filepath.Join(dir, "xdg"),
+			"FERRY_SERVER":    srv.URL,
+			"FERRY_TOKEN":     testToken,
+			"FERRY_CA_FILE":   caFile,
+		},
+	}
+}
+
+// result is what one run of the CLI printed and returned.
+type result struct {
+	stdout, stderr string
+	err            error
+}
+
+// runOpts tune one run.
+type runOpts struct {
+	// cancelAfterLines cancels the command's context once stdout has that
+	// many lines, to stop a stream.
+	cancelAfterLines int
+}
+
+func (e *testEnv) run(t *testing.T, o runOpts, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stdout := &lineWriter{}
+	if o.cancelAfterLines > 0 {
+		stdout.after, stdout.fn = o.cancelAfterLines, cancel
+	}
+	var stderr bytes.Buffer
+	root := NewRoot(RootOptions{
+		Stdout:       stdout,
+		Stderr:       &stderr,
+		Version:      "v1.2.3",
+		Getenv:       func(k string) string { return e.env[k] },
+		Now:          func() time.Time { return testNow },
+		PollInterval: time.Millisecond,
+	})
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	return result{stdout: stdout.String(), stderr: stderr.String(), err: err}
+}
+
+// lineWriter is a buffer that calls fn once it holds after lines.
+type lineWriter struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	after int
+	fn    func()
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n, err := w.buf.Write(p)
+	if w.fn != nil && bytes.Count(w.buf.Bytes(), []byte("\n")) >= w.after {
+		w.fn()
+		w.fn = nil
+	}
+	return n, err
+}
+
+func (w *lineWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+// check compares a result with expectations: substrings of stdout and
+// stderr, and of the error (empty wantErr means success).
+func (r result) check(t *testing.T, wantOut []string, wantErr string) {
+	t.Helper()
+	switch {
+	case wantErr == "" && r.err != nil:
+		t.Errorf("error = %v, want none\nstderr: %s", r.err, r.stderr)
+	case wantErr != "" && r.err == nil:
+		t.Errorf("error = nil, want %q\nstdout: %s", wantErr, r.stdout)
+	case wantErr != "" && !strings.Contains(r.err.Error(), wantErr):
+		t.Errorf("error = %q, want containing %q", r.err, wantErr)
+	}
+	if wantErr != "" && r.err != nil && !strings.Contains(r.stderr, "Error: "+r.err.Error()) {
+		t.Errorf("stderr = %q, want it to carry \"Error: %s\"", r.stderr, r.err)
+	}
+	for _, w := range wantOut {
+		if !strings.Contains(r.stdout, w) {
+			t.Errorf("stdout lacks %q; stdout:\n%s", w, r.stdout)
+		}
+	}
+}

@@ -1,0 +1,394 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ferrycluster/ferry/internal/api"
+	"github.com/ferrycluster/ferry/internal/client"
+	"github.com/spf13/cobra"
+)
+
+// waitFlags are the flags of a verb that can wait for its outcome.
+type waitFlags struct {
+	wait    bool
+	timeout time.Duration
+}
+
+func (w *waitFlags) bind(cmd *cobra.Command, what string) {
+	cmd.Flags().BoolVar(&w.wait, "wait", false, "wait until the instance is "+what+", printing progress")
+	cmd.Flags().DurationVar(&w.timeout, "timeout", 5*time.Minute, "how long --wait waits")
+}
+
+func (a *app) newInstanceCmd() *cobra.Command {
+	cmd := newGroup("instance", "Create, list, start, stop and remove instances", "inst", "i", "instances")
+	cmd.AddCommand(
+		a.newInstanceCreateCmd(),
+		a.newInstanceListCmd(),
+		a.newInstanceShowCmd(),
+		a.newInstanceStartStopCmd("start"),
+		a.newInstanceStartStopCmd("stop"),
+		a.newInstanceRemoveCmd(),
+	)
+	return cmd
+}
+
+// createFlags are the flags of `instance create`.
+type createFlags struct {
+	cpus    int
+	memory  string
+	disk    string
+	image   string
+	owner   string
+	stopped bool
+	waitFlags
+}
+
+func (a *app) newInstanceCreateCmd() *cobra.Command {
+	f := &createFlags{}
+	cmd := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Create an instance",
+		Long: `Create an instance from an image. Sizes take binary units: 256M, 1.5G, 20GiB.
+The instance starts as soon as a host is chosen, unless --stopped is given.`,
+		Example: "  ferry instance create web-1 --cpus 2 --memory 512M --disk 4G --image demo --wait",
+		Args:    exactlyOneName("instance"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.runInstanceCreate(cmd, args[0], f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.IntVar(&f.cpus, "cpus", 1, "virtual CPUs")
+	fl.StringVar(&f.memory, "memory", "256M", "memory, e.g. 256M or 1G")
+	fl.StringVar(&f.disk, "disk", "1G", "disk size, e.g. 1G or 20G")
+	fl.StringVar(&f.image, "image", "demo", "image the disk is cloned from (see `ferry image ls`)")
+	fl.StringVar(&f.owner, "owner", "", "customer the instance belongs to, for SLA reports")
+	fl.BoolVar(&f.stopped, "stopped", false, "create the instance without starting it")
+	f.waitFlags.bind(cmd, "Running (Stopped with --stopped)")
+	return cmd
+}
+
+// createRequest builds and checks a create request from the flags, so that
+// mistakes are reported against the flag before anything is sent.
+func (f *createFlags) createRequest(name string) (api.CreateInstanceRequest, error) {
+	mem, err := api.ParseBytes(f.memory)
+	if err != nil {
+		return api.CreateInstanceRequest{}, fmt.Errorf("--memory: %w", err)
+	}
+	disk, err := api.ParseBytes(f.disk)
+	if err != nil {
+		return api.CreateInstanceRequest{}, fmt.Errorf("--disk: %w", err)
+	}
+	req := api.CreateInstanceRequest{
+		Name: name,
+		Spec: api.InstanceSpec{
+			CPUs: f.cpus, Memory: mem, Disk: disk, Image: f.image, Owner: f.owner,
+			State: api.DesiredRunning,
+		},
+	}
+	if f.stopped {
+		req.Spec.State = api.DesiredStopped
+	}
+	if err := req.Validate(nil); err != nil {
+		return req, fieldToFlag(err)
+	}
+	return req, nil
+}
+
+// createFlagFor maps a field of a create request to the flag that sets it.
+func createFlagFor(field string) string {
+	switch field {
+	case "name":
+		return "NAME"
+	case "spec.cpus":
+		return "--cpus"
+	case "spec.memory":
+		return "--memory"
+	case "spec.disk":
+		return "--disk"
+	case "spec.image":
+		return "--image"
+	case "spec.owner":
+		return "--owner"
+	case "spec.state":
+		return "--stopped"
+	}
+	return field
+}
+
+// flagError is a validation error reported against a flag or argument.
+type flagError struct {
+	flag, msg string
+	err       error
+}
+
+func (e *flagError) Error() string { return e.flag + ": " + e.msg }
+func (e *flagError) Unwrap() error { return e.err }
+
+// fieldToFlag rewrites a field error (local, or from the server) so that it
+// names the flag: "spec.memory: must be ..." becomes "--memory: must be ...".
+func fieldToFlag(err error) error {
+	var fe *api.FieldError
+	if errors.As(err, &fe) && fe.Field != "" {
+		return &flagError{flag: createFlagFor(fe.Field), msg: fe.Message, err: err}
+	}
+	var ae *client.APIError
+	if errors.As(err, &ae) && ae.Field != "" {
+		return &flagError{flag: createFlagFor(ae.Field), msg: ae.Message, err: err}
+	}
+	return err
+}
+
+func (a *app) runInstanceCreate(cmd *cobra.Command, name string, f *createFlags) error {
+	req, err := f.createRequest(name)
+	if err != nil {
+		return err
+	}
+	c, conn, err := a.newClient()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := a.requestContext(cmd)
+	inst, err := c.CreateInstance(ctx, req)
+	cancel()
+	if err != nil {
+		if client.IsConflict(err) {
+			return &messageError{msg: fmt.Sprintf("instance %q already exists", name), err: err}
+		}
+		return explain(fieldToFlag(err), conn, "instance", "")
+	}
+	if f.wait {
+		target := api.PhaseRunning
+		if f.stopped {
+			target = api.PhaseStopped
+		}
+		if inst, err = a.waitForPhase(cmd, c, inst, target, f.timeout); err != nil {
+			return explain(err, conn, "instance", name)
+		}
+	}
+	if a.g.JSON {
+		return printJSON(a.stdout(), inst)
+	}
+	if f.wait {
+		fmt.Fprintf(a.stdout(), "instance %q created and %s\n", name, describePlace(inst))
+		return nil
+	}
+	fmt.Fprintf(a.stdout(), "instance %q created (%s)\n", name, dash(string(inst.Status.Phase)))
+	return nil
+}
+
+// describePlace says where an instance is: "Running on n1 (replica on n2)".
+func describePlace(inst *api.Instance) string {
+	s := string(inst.Status.Phase)
+	if inst.Status.Node != "" {
+		s += " on " + inst.Status.Node
+	}
+	if inst.Status.ReplicaNode != "" {
+		s += " (replica on " + inst.Status.ReplicaNode + ")"
+	}
+	return clean(s)
+}
+
+func (a *app) newInstanceListCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List instances",
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, conn, err := a.newClient()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.requestContext(cmd)
+			defer cancel()
+			list, err := c.ListInstances(ctx)
+			if err != nil {
+				return explain(err, conn, "instance", "")
+			}
+			if a.g.JSON {
+				return printJSON(a.stdout(), list)
+			}
+			return a.printInstances(list.Items)
+		},
+	}
+}
+
+func (a *app) printInstances(items []api.Instance) error {
+	sort.Slice(items, func(i, j int) bool { return items[i].Name < items[j].Name })
+	now := a.opts.Now()
+	t := newTable(a.stdout(), "NAME", "PHASE", "NODE", "REPLICA", "CPUS", "MEMORY", "DISK", "AGE", "SINCE")
+	for _, in := range items {
+		phase := string(in.Status.Phase)
+		if in.Status.Deleting && in.Status.Phase != api.PhaseDeleting {
+			phase += ",Deleting"
+		}
+		t.row(in.Name, phase, in.Status.Node, in.Status.ReplicaNode,
+			strconv.Itoa(in.Spec.CPUs), fmtBytes(in.Spec.Memory), fmtBytes(in.Spec.Disk),
+			ago(now, in.CreatedAt), ago(now, in.Status.Since))
+	}
+	return t.flush()
+}
+
+func (a *app) newInstanceShowCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "show NAME",
+		Aliases: []string{"get", "describe"},
+		Short:   "Show an instance's spec and status",
+		Args:    exactlyOneName("instance"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, conn, err := a.newClient()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.requestContext(cmd)
+			defer cancel()
+			inst, err := c.GetInstance(ctx, args[0])
+			if err != nil {
+				return explain(err, conn, "instance", args[0])
+			}
+			if a.g.JSON {
+				return printJSON(a.stdout(), inst)
+			}
+			return a.printInstance(inst)
+		},
+	}
+}
+
+func (a *app) printInstance(in *api.Instance) error {
+	now := a.opts.Now()
+	d := newDetails(a.stdout())
+	d.add("Name", in.Name)
+	d.add("Owner", in.Spec.Owner)
+	d.add("Created", timestamp(now, in.CreatedAt))
+	d.add("Image", in.Spec.Image)
+	d.add("CPUs", strconv.Itoa(in.Spec.CPUs))
+	d.add("Memory", fmtBytes(in.Spec.Memory))
+	d.add("Disk", fmtBytes(in.Spec.Disk))
+	d.add("Desired state", string(in.Spec.State))
+	phase := string(in.Status.Phase)
+	if in.Status.Deleting {
+		phase += " (being deleted)"
+	}
+	d.add("Phase", phase)
+	d.add("Since", timestamp(now, in.Status.Since))
+	d.add("Host", in.Status.Node)
+	d.add("Replica host", in.Status.ReplicaNode)
+	d.add("Message", in.Status.Message)
+	d.add("Last error", in.Status.LastError)
+	d.add("UID", in.UID)
+	d.add("Resource version", in.ResourceVersion)
+	return d.flush()
+}
+
+func (a *app) newInstanceStartStopCmd(verb string) *cobra.Command {
+	wf := &waitFlags{}
+	target, desired := api.PhaseRunning, api.DesiredRunning
+	short := "Start an instance"
+	if verb == "stop" {
+		target, desired = api.PhaseStopped, api.DesiredStopped
+		short = "Stop an instance"
+	}
+	cmd := &cobra.Command{
+		Use:   verb + " NAME",
+		Short: short,
+		Args:  exactlyOneName("instance"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			c, conn, err := a.newClient()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.requestContext(cmd)
+			var inst *api.Instance
+			if verb == "start" {
+				inst, err = c.StartInstance(ctx, name, "")
+			} else {
+				inst, err = c.StopInstance(ctx, name, "")
+			}
+			cancel()
+			if err != nil {
+				return explain(err, conn, "instance", name)
+			}
+			if wf.wait {
+				if inst, err = a.waitForPhase(cmd, c, inst, target, wf.timeout); err != nil {
+					return explain(err, conn, "instance", name)
+				}
+			}
+			if a.g.JSON {
+				return printJSON(a.stdout(), inst)
+			}
+			if wf.wait {
+				fmt.Fprintf(a.stdout(), "instance %q is %s\n", name, describePlace(inst))
+				return nil
+			}
+			fmt.Fprintf(a.stdout(), "instance %q: desired state %s (now %s)\n", name, desired, dash(string(inst.Status.Phase)))
+			return nil
+		},
+	}
+	wf.bind(cmd, string(target))
+	return cmd
+}
+
+func (a *app) newInstanceRemoveCmd() *cobra.Command {
+	wf := &waitFlags{}
+	var force bool
+	cmd := &cobra.Command{
+		Use:     "rm NAME",
+		Aliases: []string{"delete", "remove"},
+		Short:   "Remove an instance and its disks",
+		Long: `Remove an instance: its host's agent destroys the VM and the disk and its
+replica, then the record goes. --force removes the record at once, without
+waiting for the agent (use it when the host is gone for good).`,
+		Args: exactlyOneName("instance"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			c, conn, err := a.newClient()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.requestContext(cmd)
+			inst, removed, err := c.DeleteInstance(ctx, name, "", force)
+			cancel()
+			if err != nil {
+				return explain(err, conn, "instance", name)
+			}
+			if !removed && wf.wait {
+				if err := a.waitGone(cmd, c, name, wf.timeout); err != nil {
+					return explain(err, conn, "instance", name)
+				}
+				removed = true
+			}
+			if a.g.JSON {
+				if inst == nil {
+					return nil
+				}
+				return printJSON(a.stdout(), inst)
+			}
+			if removed {
+				fmt.Fprintf(a.stdout(), "instance %q deleted\n", name)
+			} else {
+				fmt.Fprintf(a.stdout(), "instance %q is being deleted\n", name)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "remove the record at once, without waiting for the host's agent")
+	wf.bind(cmd, "gone")
+	return cmd
+}
+
+// joinNonEmpty joins the non-empty strings with sep.
+func joinNonEmpty(sep string, parts ...string) string {
+	var out []string
+	for _, p := range parts {
+		if p != "" {
+			out = append(out, p)
+		}
+	}
+	return strings.Join(out, sep)
+}

@@ -1,0 +1,205 @@
+package cli
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ferrycluster/ferry/internal/api"
+	"github.com/spf13/cobra"
+)
+
+func (a *app) newNodeCmd() *cobra.Command {
+	cmd := newGroup("node", "List, inspect, join and remove hosts", "nodes", "no")
+	cmd.AddCommand(
+		a.newNodeListCmd(),
+		a.newNodeShowCmd(),
+		a.newNodeJoinTokenCmd(),
+		a.newNodeRemoveCmd(),
+	)
+	return cmd
+}
+
+func (a *app) newNodeListCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List nodes with their state and allocation",
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, conn, err := a.newClient()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.requestContext(cmd)
+			defer cancel()
+			list, err := c.ListNodes(ctx)
+			if err != nil {
+				return explain(err, conn, "node", "")
+			}
+			if a.g.JSON {
+				return printJSON(a.stdout(), list)
+			}
+			items := list.Items
+			sort.Slice(items, func(i, j int) bool { return items[i].Name < items[j].Name })
+			now := a.opts.Now()
+			t := newTable(a.stdout(), "NAME", "STATE", "CPUS(ALLOC/CAP)", "MEMORY(ALLOC/CAP)", "DISK(ALLOC/CAP)", "SINCE", "ADDRESS")
+			for _, n := range items {
+				al, cp := n.Status.Allocated, n.Status.Capacity
+				t.row(n.Name, nodeState(&n),
+					fmt.Sprintf("%d/%d", al.CPUs, cp.CPUs),
+					fmtBytes(al.Memory)+"/"+fmtBytes(cp.Memory),
+					fmtBytes(al.Disk)+"/"+fmtBytes(cp.Disk),
+					ago(now, n.Status.Since), n.Status.Address)
+			}
+			return t.flush()
+		},
+	}
+}
+
+// nodeState is the node's state, with ",Unschedulable" when it is cordoned.
+func nodeState(n *api.Node) string {
+	s := string(n.Status.State)
+	if s == "" {
+		s = "Unknown"
+	}
+	if n.Spec.Unschedulable {
+		s += ",Unschedulable"
+	}
+	return s
+}
+
+func (a *app) newNodeShowCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "show NAME",
+		Aliases: []string{"get", "describe"},
+		Short:   "Show a node's state, capacity and allocation",
+		Args:    exactlyOneName("node"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, conn, err := a.newClient()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.requestContext(cmd)
+			defer cancel()
+			n, err := c.GetNode(ctx, args[0])
+			if err != nil {
+				return explain(err, conn, "node", args[0])
+			}
+			if a.g.JSON {
+				return printJSON(a.stdout(), n)
+			}
+			return a.printNode(n)
+		},
+	}
+}
+
+func (a *app) printNode(n *api.Node) error {
+	now := a.opts.Now()
+	res := func(r api.Resources) string {
+		return fmt.Sprintf("%d CPUs, %s memory, %s disk", r.CPUs, fmtBytes(r.Memory), fmtBytes(r.Disk))
+	}
+	d := newDetails(a.stdout())
+	d.add("Name", n.Name)
+	d.add("State", nodeState(n))
+	d.add("Since", timestamp(now, n.Status.Since))
+	d.add("Last heartbeat", timestamp(now, n.Status.LastHeartbeat))
+	d.add("Address", n.Status.Address)
+	d.add("Capacity", res(n.Status.Capacity))
+	d.add("Allocated", res(n.Status.Allocated))
+	d.add("Free", res(n.Status.Capacity.Sub(n.Status.Allocated)))
+	d.add("Agent version", n.Status.AgentVersion)
+	d.add("Accelerator", n.Status.Accel)
+	keys := make([]string, 0, len(n.Spec.Labels))
+	for k := range n.Spec.Labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	labels := make([]string, len(keys))
+	for i, k := range keys {
+		labels[i] = k + "=" + n.Spec.Labels[k]
+	}
+	d.add("Labels", strings.Join(labels, ","))
+	d.add("Certificate serial", n.Status.CertSerial)
+	d.add("Joined", timestamp(now, n.CreatedAt))
+	d.add("UID", n.UID)
+	d.add("Resource version", n.ResourceVersion)
+	return d.flush()
+}
+
+func (a *app) newNodeJoinTokenCmd() *cobra.Command {
+	var ttl time.Duration
+	cmd := &cobra.Command{
+		Use:   "join-token",
+		Short: "Create a token with which one host can join the cluster",
+		Long: `Create a join token and print the command that joins a host with it. The token
+carries the fingerprint of the cluster CA, so the agent needs no CA file.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if ttl < 0 || ttl > 7*24*time.Hour {
+				return fmt.Errorf("--ttl: must be between 1s and 168h (7 days), got %v", ttl)
+			}
+			c, conn, err := a.newClient()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.requestContext(cmd)
+			defer cancel()
+			tok, err := c.CreateJoinToken(ctx, ttl)
+			if err != nil {
+				return explain(err, conn, "join token", "")
+			}
+			if a.g.JSON {
+				return printJSON(a.stdout(), tok)
+			}
+			w := a.stdout()
+			expiry := ""
+			if !tok.ExpiresAt.IsZero() {
+				expiry = fmt.Sprintf(" (valid until %s)", tok.ExpiresAt.Local().Format("2006-01-02 15:04:05 MST"))
+			}
+			fmt.Fprintf(w, "Join token%s:\n\n    %s\n\n", expiry, clean(tok.Token))
+			fmt.Fprintf(w, "To join a host, run this on it:\n\n    ferry agent --server %s --token %s\n",
+				shellQuote(c.Server()), shellQuote(clean(tok.Token)))
+			return nil
+		},
+	}
+	cmd.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token is valid")
+	return cmd
+}
+
+// shellQuote quotes s for a POSIX shell if it has characters that need it.
+func shellQuote(s string) string {
+	safe := s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_.:/=+@,%", r))
+	}) < 0
+	if safe {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func (a *app) newNodeRemoveCmd() *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:     "rm NAME",
+		Aliases: []string{"delete", "remove"},
+		Short:   "Remove a node from the cluster and revoke its certificate",
+		Args:    exactlyOneName("node"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, conn, err := a.newClient()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.requestContext(cmd)
+			defer cancel()
+			if err := c.DeleteNode(ctx, args[0], force); err != nil {
+				return explain(err, conn, "node", args[0])
+			}
+			fmt.Fprintf(a.stdout(), "node %q removed\n", args[0])
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "remove the node even if instances are still placed on it")
+	return cmd
+}
