@@ -163,7 +163,7 @@ func (c *Controller) syncNodeState(ctx context.Context, n *api.Node, alive bool)
 	}
 	ev := c.s.EventOp(api.Event{Time: now, Kind: api.KindNode, Name: n.Name, Node: n.Name, Type: "NodeNotReady", Message: msg})
 	err := c.s.Nodes.Update(ctx, n, ev)
-	if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
+	if benign(err) {
 		return nil // someone wrote in between; the next pass looks again
 	}
 	if err == nil {
@@ -257,7 +257,7 @@ func (c *Controller) place(ctx context.Context, nodes []*api.Node, alive map[str
 			}
 			in.Status.Message = reason
 			ev := c.s.EventOp(api.Event{Time: now, Kind: api.KindInstance, Name: in.Name, Type: "Unschedulable", Message: reason})
-			if err := c.s.Instances.Update(ctx, in, ev); err != nil && !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrNotFound) {
+			if err := c.s.Instances.Update(ctx, in, ev); err != nil && !benign(err) {
 				errs = append(errs, err)
 			}
 			continue
@@ -278,13 +278,20 @@ func (c *Controller) place(ctx context.Context, nodes []*api.Node, alive map[str
 					cands[i].Free = cands[i].Free.Sub(api.Resources{Disk: need.Disk})
 				}
 			}
-		case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrNotFound):
-			// Changed or removed meanwhile; the next pass sees it fresh.
+		case benign(err):
+			// Changed or removed meanwhile, or the leadership moved on;
+			// the next pass (here or on the new leader) sees it fresh.
 		default:
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// benign reports errors that only mean "look again": the object changed
+// or went away since it was read, or this server is no longer the leader.
+func benign(err error) bool {
+	return errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrNotLeader)
 }
 
 func orNone(s string) string {

@@ -300,4 +300,3 @@ func next(t testing.TB, ch <-chan api.AssignmentEvent, what string) api.Assignme
 		}
 	}
 }
-

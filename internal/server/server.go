@@ -214,10 +214,10 @@ func (s *Server) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		_ = s.store.RunForLeader(runCtx, s.cfg.ID, 5*time.Second, s.log, func(lctx context.Context) {
+		_ = s.store.RunForLeader(runCtx, s.cfg.ID, 5*time.Second, s.log, func(lctx context.Context, guarded *store.Store) {
 			s.setLeader(true)
 			defer s.setLeader(false)
-			c := controller.New(controller.Config{Store: s.store, Logger: s.log.With("component", "controller"), Now: s.cfg.Now, Errors: s.metrics.controllerErrors})
+			c := controller.New(controller.Config{Store: guarded, Logger: s.log.With("component", "controller"), Now: s.cfg.Now, Errors: s.metrics.controllerErrors})
 			c.Run(lctx)
 		})
 	}()

@@ -12,12 +12,15 @@ import (
 
 // RunForLeader campaigns for the cluster leadership as id and, each time it
 // wins, runs lead with a context that is cancelled as soon as leadership is
-// lost (the session's lease expired) or ctx ends. It returns when ctx ends.
+// lost (the session's lease expired) or ctx ends, and with a Store guarded
+// by the leadership: its transactions commit only while this server's
+// election key is the leader's. A deposed leader notices the loss of its
+// session up to a keepalive late; the guard makes that window harmless. It returns when ctx ends.
 // If lead returns while still leader, RunForLeader resigns, so that another
 // contender takes over, and campaigns again a second later.
 // Only one server in the cluster runs lead at a time, which is what lets the
 // controllers act without coordinating with each other.
-func (s *Store) RunForLeader(ctx context.Context, id string, ttl time.Duration, log *slog.Logger, lead func(ctx context.Context)) error {
+func (s *Store) RunForLeader(ctx context.Context, id string, ttl time.Duration, log *slog.Logger, lead func(ctx context.Context, guarded *Store)) error {
 	for ctx.Err() == nil {
 		if err := s.leadOnce(ctx, id, ttl, log, lead); err != nil && ctx.Err() == nil {
 			log.Warn("leader election failed; retrying", "err", err)
@@ -30,7 +33,7 @@ func (s *Store) RunForLeader(ctx context.Context, id string, ttl time.Duration, 
 	return nil
 }
 
-func (s *Store) leadOnce(ctx context.Context, id string, ttl time.Duration, log *slog.Logger, lead func(ctx context.Context)) error {
+func (s *Store) leadOnce(ctx context.Context, id string, ttl time.Duration, log *slog.Logger, lead func(ctx context.Context, guarded *Store)) error {
 	sess, err := concurrency.NewSession(s.cli, concurrency.WithTTL(int(ttl.Round(time.Second)/time.Second)), concurrency.WithContext(ctx))
 	if err != nil {
 		return fmt.Errorf("store: election session: %w", err)
@@ -45,7 +48,7 @@ func (s *Store) leadOnce(ctx context.Context, id string, ttl time.Duration, log 
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		lead(lctx)
+		lead(lctx, s.Guarded(clientv3.Compare(clientv3.CreateRevision(el.Key()), "=", el.Rev())))
 	}()
 	var leadErr error
 	select {

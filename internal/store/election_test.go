@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferrycluster/ferry/internal/api"
 	"github.com/ferrycluster/ferry/internal/store"
 	"github.com/ferrycluster/ferry/internal/store/storetest"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -32,8 +34,8 @@ func newLeaders() *leaders {
 
 // lead returns a lead function for id that holds leadership until its
 // context ends, or returns at once if early is set.
-func (l *leaders) lead(id string, early bool) func(ctx context.Context) {
-	return func(ctx context.Context) {
+func (l *leaders) lead(id string, early bool) func(ctx context.Context, guarded *store.Store) {
+	return func(ctx context.Context, _ *store.Store) {
 		l.mu.Lock()
 		l.leading[id] = true
 		l.max = max(l.max, len(l.leading))
@@ -76,7 +78,7 @@ type contender struct {
 	once   sync.Once
 }
 
-func startContender(t *testing.T, endpoints []string, prefix, id string, lead func(context.Context)) *contender {
+func startContender(t *testing.T, endpoints []string, prefix, id string, lead func(context.Context, *store.Store)) *contender {
 	t.Helper()
 	s := storetest.NewStoreWithPrefix(t, endpoints, prefix)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -196,4 +198,45 @@ func TestRunForLeader(t *testing.T) {
 		waitFor(t, testTimeout, "b leads", func() bool { id, _ := ls.current(); return id == "b" })
 		leaderIs(t, obs, "b")
 	})
+}
+
+// TestGuardedStoreRefusesDeposedLeader shows that writes through the store
+// handed to lead fail once the leadership has passed to another server,
+// even if the deposed leader keeps writing.
+func TestGuardedStoreRefusesDeposedLeader(t *testing.T) {
+	endpoints := storetest.Embedded(t)
+	prefix := "/ferry-test/guard-" + store.NewID() + "/"
+	got := make(chan *store.Store, 1)
+	a := startContender(t, endpoints, prefix, "a", func(ctx context.Context, g *store.Store) {
+		got <- g
+		<-ctx.Done()
+	})
+	var guarded *store.Store
+	select {
+	case guarded = <-got:
+	case <-time.After(20 * time.Second):
+		t.Fatal("a never led")
+	}
+	ctx := context.Background()
+	if err := guarded.Images.Create(ctx, &api.Image{Meta: api.Meta{Name: "while-leader"}}); err != nil {
+		t.Fatalf("guarded write while leader: %v", err)
+	}
+	bLeads := make(chan struct{})
+	startContender(t, endpoints, prefix, "b", func(ctx context.Context, _ *store.Store) {
+		close(bLeads)
+		<-ctx.Done()
+	})
+	a.stop(t)
+	select {
+	case <-bLeads:
+	case <-time.After(20 * time.Second):
+		t.Fatal("b never led")
+	}
+	err := guarded.Images.Create(ctx, &api.Image{Meta: api.Meta{Name: "after-deposed"}})
+	if !errors.Is(err, store.ErrNotLeader) {
+		t.Fatalf("guarded create after losing leadership = %v, want ErrNotLeader", err)
+	}
+	if _, err := a.s.Images.Get(ctx, "after-deposed"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("deposed leader's write landed: %v", err)
+	}
 }
