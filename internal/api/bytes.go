@@ -1,9 +1,13 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
+	"math/big"
+	"reflect"
 	"strconv"
 	"strings"
 )
@@ -25,12 +29,44 @@ var byteUnits = []struct {
 	{"b", 1},
 }
 
+// maxSizeLen caps the length of a size string: no valid size needs more, and
+// it keeps the exact arithmetic on fractions cheap.
+const maxSizeLen = 64
+
 // ParseBytes reads a size such as "512", "256M", "1.5G" or "20GiB".
-// A bare number is bytes. Units are binary (M = MiB).
+// A bare number is bytes. Units are binary (M = MiB) and case-insensitive.
+// The number is decimal digits with an optional fraction; a fraction of a
+// byte is dropped ("1.5" is 1 byte, "0.1K" is 102).
 func ParseBytes(s string) (Bytes, error) {
+	b, reason := parseBytes(s)
+	switch reason {
+	case "":
+		return b, nil
+	case reasonTooLarge, reasonNegative:
+		return 0, fmt.Errorf("size %q is %s", s, reason)
+	}
+	return 0, fmt.Errorf("size %q is %s: write a number with a binary unit (B, K, M, G, T), such as 256M or 1.5G", s, reason)
+}
+
+// Reasons parseBytes gives for rejecting a size.
+const (
+	reasonEmpty     = "empty"
+	reasonTooLong   = "too long"
+	reasonNoNumber  = "missing its number"
+	reasonNegative  = "negative"
+	reasonTooLarge  = "too large"
+	reasonNotNumber = "not a number with a unit"
+)
+
+// parseBytes is ParseBytes without the error message: it returns the size or
+// a short reason why s is not one.
+func parseBytes(s string) (Bytes, string) {
 	in := strings.TrimSpace(s)
-	if in == "" {
-		return 0, fmt.Errorf("empty size: write a number with a unit, such as 256M or 1G")
+	switch {
+	case in == "":
+		return 0, reasonEmpty
+	case len(in) > maxSizeLen:
+		return 0, reasonTooLong
 	}
 	lower := strings.ToLower(in)
 	mult := int64(1)
@@ -43,29 +79,55 @@ func ParseBytes(s string) (Bytes, error) {
 		}
 	}
 	if num == "" {
-		return 0, fmt.Errorf("size %q has no number: write e.g. 256M or 1G", s)
+		return 0, reasonNoNumber
 	}
-	if n, err := strconv.ParseInt(num, 10, 64); err == nil {
-		if n < 0 {
-			return 0, fmt.Errorf("size %q is negative", s)
+	if num[0] == '-' && isDecimal(num[1:]) {
+		return 0, reasonNegative
+	}
+	whole, frac, _ := strings.Cut(num, ".")
+	if !isDecimal(num) {
+		return 0, reasonNotNumber
+	}
+	var n int64
+	if whole != "" {
+		var err error
+		// whole is all digits, so the only possible error is overflow.
+		if n, err = strconv.ParseInt(whole, 10, 64); err != nil {
+			return 0, reasonTooLarge
 		}
-		if n > math.MaxInt64/mult {
-			return 0, fmt.Errorf("size %q is too large", s)
+	}
+	if n > math.MaxInt64/mult {
+		return 0, reasonTooLarge
+	}
+	v := n * mult
+	if frac != "" {
+		// floor(0.frac * mult), exactly; it is below mult, so it fits.
+		f, _ := new(big.Int).SetString(frac, 10)
+		f.Mul(f, big.NewInt(mult))
+		f.Quo(f, new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(len(frac))), nil))
+		if v > math.MaxInt64-f.Int64() {
+			return 0, reasonTooLarge
 		}
-		return Bytes(n * mult), nil
+		v += f.Int64()
 	}
-	f, err := strconv.ParseFloat(num, 64)
-	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-		return 0, fmt.Errorf("size %q is not a number with a unit (B, K, M, G, T; e.g. 256M, 1.5G)", s)
+	return Bytes(v), ""
+}
+
+// isDecimal reports whether s is digits with at most one '.', and at least
+// one digit: "12", "1.5", ".5" and "1." are, "", ".", "1e3" and "+1" are not.
+func isDecimal(s string) bool {
+	digits, dots := 0, 0
+	for _, c := range s {
+		switch {
+		case c >= '0' && c <= '9':
+			digits++
+		case c == '.':
+			dots++
+		default:
+			return false
+		}
 	}
-	if f < 0 {
-		return 0, fmt.Errorf("size %q is negative", s)
-	}
-	v := f * float64(mult)
-	if v >= math.MaxInt64 {
-		return 0, fmt.Errorf("size %q is too large", s)
-	}
-	return Bytes(v), nil
+	return digits > 0 && dots <= 1
 }
 
 // String formats b with the largest binary unit that divides it exactly,
@@ -101,27 +163,58 @@ func (b Bytes) Human() string {
 	return b.String()
 }
 
-// UnmarshalJSON accepts a JSON integer or a string with a unit.
+// bytesType is the reflect.Type of Bytes, which DecodeBytes recognises in
+// the errors UnmarshalJSON returns.
+var bytesType = reflect.TypeFor[Bytes]()
+
+// UnmarshalJSON accepts a JSON integer or a string with a unit; null leaves b
+// unchanged. It rejects anything else with a *json.UnmarshalTypeError whose
+// Value describes the JSON value and why it is not a size, such as
+// `string "12Q" (not a number with a unit)`. encoding/json adds the field
+// path to that error type only, so DecodeBytes can name the field.
 func (b *Bytes) UnmarshalJSON(data []byte) error {
+	data = bytes.TrimSpace(data)
+	if string(data) == "null" {
+		return nil
+	}
 	if len(data) > 0 && data[0] == '"' {
 		var s string
 		if err := json.Unmarshal(data, &s); err != nil {
-			return err
+			return bytesTypeError("string")
 		}
-		v, err := ParseBytes(s)
-		if err != nil {
-			return err
+		v, reason := parseBytes(s)
+		if reason != "" {
+			return bytesTypeError(fmt.Sprintf("string %q (%s)", s, reason))
 		}
 		*b = v
 		return nil
 	}
 	var n int64
 	if err := json.Unmarshal(data, &n); err != nil {
-		return fmt.Errorf("size must be an integer number of bytes or a string such as \"256M\"")
+		var typeErr *json.UnmarshalTypeError
+		if !errors.As(err, &typeErr) {
+			return bytesTypeError("invalid JSON")
+		}
+		value := typeErr.Value
+		if text, ok := strings.CutPrefix(value, "number "); ok {
+			reason := "not an integer"
+			switch {
+			case strings.HasPrefix(text, "-"):
+				reason = "negative"
+			case isDecimal(text) && !strings.Contains(text, "."):
+				reason = "too large"
+			}
+			value += " (" + reason + ")"
+		}
+		return bytesTypeError(value)
 	}
 	if n < 0 {
-		return fmt.Errorf("size must not be negative")
+		return bytesTypeError(fmt.Sprintf("number %d (negative)", n))
 	}
 	*b = Bytes(n)
 	return nil
+}
+
+func bytesTypeError(value string) error {
+	return &json.UnmarshalTypeError{Value: value, Type: bytesType}
 }

@@ -59,6 +59,58 @@ type InstanceSpec struct {
 	State DesiredState `json:"state"`
 	// Owner is the customer the instance belongs to (for SLA reports).
 	Owner string `json:"owner,omitempty"`
+	// Network names the network of the instance's NIC. Empty means the
+	// network called "default" if the cluster has one, else no NIC.
+	Network string `json:"network,omitempty"`
+	// MAC and IP are the instance's network identity for its whole life,
+	// wherever it runs. Left empty, ferry assigns them at create.
+	MAC string `json:"mac,omitempty"`
+	IP  string `json:"ip,omitempty"`
+	// Storage is where the disk lives: "local" (default: on the host's own
+	// disk) or "shared:/path" (a directory every host mounts, e.g. NFS or
+	// CephFS; the instance can then start on any host without copying).
+	Storage string `json:"storage,omitempty"`
+	// Probe is how ferry decides the guest is serving its customers.
+	// Default: a TCP connect to port 22 or 80 succeeds.
+	Probe *Probe `json:"probe,omitempty"`
+	// RestartPolicy says what the agent does when the VM stops by itself:
+	// "always" (default), "on-failure" (not after a clean guest poweroff)
+	// or "never".
+	RestartPolicy RestartPolicy `json:"restartPolicy,omitempty"`
+}
+
+// RestartPolicy is what happens when a VM stops without being asked to.
+type RestartPolicy string
+
+// Restart policies.
+const (
+	RestartAlways    RestartPolicy = "always"
+	RestartOnFailure RestartPolicy = "on-failure"
+	RestartNever     RestartPolicy = "never"
+)
+
+// Probe is a health check run by the agent every second from the host.
+type Probe struct {
+	// Type is "tcp" (a connect succeeds) or "http" (GET answers 2xx/3xx).
+	Type string `json:"type"`
+	// Ports are tried in order; the guest serves if any one answers.
+	Ports []int `json:"ports"`
+	// Path is the HTTP path for type "http"; default "/".
+	Path string `json:"path,omitempty"`
+}
+
+// DefaultProbe is used when an instance has none: TCP 22 or 80.
+func DefaultProbe() Probe { return Probe{Type: "tcp", Ports: []int{22, 80}} }
+
+// StorageShared is the prefix of a shared storage spec ("shared:/mnt/x").
+const StorageShared = "shared:"
+
+// SharedPath returns the directory of a shared storage spec, or "".
+func (s InstanceSpec) SharedPath() string {
+	if len(s.Storage) > len(StorageShared) && s.Storage[:len(StorageShared)] == StorageShared {
+		return s.Storage[len(StorageShared):]
+	}
+	return ""
 }
 
 // InstanceStatus is what ferry observed and decided.
@@ -74,6 +126,13 @@ type InstanceStatus struct {
 	LastError string    `json:"lastError,omitempty"`
 	// Deleting is set by `rm`: the agent destroys the VM, then the record goes.
 	Deleting bool `json:"deleting,omitempty"`
+	// Serving is the customer's view: the health probe answers. It is
+	// reported by the agent; ServingSince is when it last changed, as the
+	// agent observed it.
+	Serving      bool      `json:"serving"`
+	ServingSince time.Time `json:"servingSince,omitempty"`
+	// Boots counts the times the VM was started by ferry.
+	Boots int `json:"boots,omitempty"`
 }
 
 // Resources is an amount of CPU, memory and disk.
@@ -101,6 +160,16 @@ func (r Resources) Fits(o Resources) bool {
 // Resources is what an instance asks of its host.
 func (s InstanceSpec) Resources() Resources {
 	return Resources{CPUs: s.CPUs, Memory: s.Memory, Disk: s.Disk}
+}
+
+// HostResources is what an instance takes from the host it runs on: a disk
+// on shared storage takes no room on the host.
+func (s InstanceSpec) HostResources() Resources {
+	r := s.Resources()
+	if s.SharedPath() != "" {
+		r.Disk = 0
+	}
+	return r
 }
 
 // NodeState is whether a node is alive as far as the control plane knows.
@@ -143,9 +212,29 @@ type NodeStatus struct {
 // Image is a registered disk image instances are cloned from.
 type Image struct {
 	Meta
-	// Source says where the image comes from ("builtin:demo", a path).
+	// Source says where the image comes from ("builtin:demo", "upload").
 	Source string `json:"source"`
-	Size   Bytes  `json:"size,omitempty"`
+	// Size is the image file's size; its disk is at least this large.
+	Size Bytes `json:"size,omitempty"`
+	// SHA256 is the hex digest of the image file, checked by agents after
+	// download.
+	SHA256 string `json:"sha256,omitempty"`
+	// Label is the ext4 label of the image's filesystem.
+	Label string `json:"label,omitempty"`
+	// Ready is true once the image's data is stored and verified.
+	Ready bool `json:"ready"`
+}
+
+// Network is a layer-2 network instances attach to. Each host bridges it
+// (see the agent's --bridge); IPAM hands out addresses from CIDR.
+type Network struct {
+	Meta
+	// CIDR is the IPv4 subnet, e.g. 10.77.0.0/24.
+	CIDR string `json:"cidr"`
+	// Gateway is the router address guests use (inside CIDR).
+	Gateway string `json:"gateway,omitempty"`
+	// Reserved addresses are never handed out (hosts, routers).
+	Reserved []string `json:"reserved,omitempty"`
 }
 
 // Event is one state change in the cluster, in the order etcd committed it.
@@ -224,9 +313,17 @@ type Assignment struct {
 
 // InstanceReport is what an agent observed about one of its instances.
 type InstanceReport struct {
-	Phase   Phase  `json:"phase"`
-	Message string `json:"message,omitempty"`
-	Error   string `json:"error,omitempty"`
+	// Serving, if set, is the probe's verdict since ServingAt.
+	Serving   *bool     `json:"serving,omitempty"`
+	ServingAt time.Time `json:"servingAt,omitempty"`
+	// Booted is set on the report that follows a successful VM start.
+	Booted bool `json:"booted,omitempty"`
+	// GuestStopped says the VM stopped by itself and its restart policy
+	// keeps it down: the desired state becomes stopped.
+	GuestStopped bool   `json:"guestStopped,omitempty"`
+	Phase        Phase  `json:"phase"`
+	Message      string `json:"message,omitempty"`
+	Error        string `json:"error,omitempty"`
 	// Destroyed tells the server the VM and its disk are gone, so a record
 	// marked Deleting can be removed.
 	Destroyed bool `json:"destroyed,omitempty"`
@@ -278,6 +375,10 @@ type AssignmentEvent struct {
 	Type     string    `json:"type"`
 	Name     string    `json:"name,omitempty"`
 	Instance *Instance `json:"instance,omitempty"`
+	// Network is the instance's network, when it has a NIC.
+	Network *Network `json:"network,omitempty"`
+	// Image is the instance's image record (for download and checks).
+	Image *Image `json:"image,omitempty"`
 }
 
 // ObjectMeta returns the object's metadata; the store uses it to fill in

@@ -2,10 +2,13 @@ package api
 
 import (
 	"bytes"
+	"encoding"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"reflect"
 	"regexp"
 	"strings"
 )
@@ -93,7 +96,7 @@ func (s *InstanceSpec) Validate(knownImage func(string) bool) error {
 	if strings.ContainsFunc(s.Owner, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 		return fieldErr("spec.owner", "must not contain control characters")
 	}
-	return nil
+	return s.validateIdentity()
 }
 
 // Validate checks a create request and fills defaults.
@@ -184,6 +187,12 @@ func DecodeBytes(data []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		if strings.HasPrefix(err.Error(), "json: unknown field ") {
+			// encoding/json names only the key; find its whole path.
+			if kerr := checkKeys(data, v); kerr != nil {
+				return kerr
+			}
+		}
 		return describeJSONError(err)
 	}
 	if dec.More() {
@@ -192,13 +201,179 @@ func DecodeBytes(data []byte, v any) error {
 	if _, err := dec.Token(); err != io.EOF {
 		return &FieldError{Message: "request body has data after the JSON object"}
 	}
+	// encoding/json matches keys case-insensitively and lets a later
+	// duplicate key win; a strict API accepts neither.
+	return checkKeys(data, v)
+}
+
+// checkKeys walks the JSON value at the start of data against the Go type of
+// v and returns a *FieldError, with the key's full path, for the first object
+// key that names no field exactly (encoding/json would accept "NAME" for
+// "name") or that appears twice in one object. It returns nil if every key is
+// fine, and also if data is not valid JSON, which encoding/json reports.
+func checkKeys(data []byte, v any) error {
+	w := keyWalker{dec: json.NewDecoder(bytes.NewReader(data))}
+	err := w.value(reflect.TypeOf(v), "")
+	var fe *FieldError
+	if errors.As(err, &fe) {
+		return fe
+	}
 	return nil
+}
+
+// keyWalker reads a JSON value token by token alongside the Go type it was
+// decoded into.
+type keyWalker struct {
+	dec *json.Decoder
+}
+
+var (
+	jsonUnmarshalerType = reflect.TypeFor[json.Unmarshaler]()
+	textUnmarshalerType = reflect.TypeFor[encoding.TextUnmarshaler]()
+)
+
+// value checks the next JSON value, to be decoded into t (nil: anything).
+func (w *keyWalker) value(t reflect.Type, path string) error {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	tok, err := w.dec.Token()
+	if err != nil {
+		return err
+	}
+	delim, ok := tok.(json.Delim)
+	if !ok {
+		return nil // a scalar
+	}
+	custom := t != nil && (reflect.PointerTo(t).Implements(jsonUnmarshalerType) || reflect.PointerTo(t).Implements(textUnmarshalerType))
+	switch {
+	case t == nil || custom:
+	case delim == '{' && t.Kind() == reflect.Struct:
+		return w.object(path, jsonFields(t), nil)
+	case delim == '{' && t.Kind() == reflect.Map:
+		return w.object(path, nil, t.Elem())
+	case delim == '[' && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array):
+		for i := 0; w.dec.More(); i++ {
+			if err := w.value(t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+		_, err := w.dec.Token()
+		return err
+	}
+	return w.skip()
+}
+
+// object checks the members of an object whose '{' has been read: against
+// fields if it decodes into a struct, else as map values of type elem.
+func (w *keyWalker) object(path string, fields map[string]reflect.Type, elem reflect.Type) error {
+	seen := make(map[string]bool)
+	for w.dec.More() {
+		tok, err := w.dec.Token()
+		if err != nil {
+			return err
+		}
+		key, _ := tok.(string)
+		field := key
+		if path != "" {
+			field = path + "." + key
+		}
+		if seen[key] {
+			return fieldErr(field, "is given twice")
+		}
+		seen[key] = true
+		t := elem
+		if fields != nil {
+			ft, ok := fields[key]
+			if !ok {
+				return unknownField(field, key, fields)
+			}
+			t = ft
+		}
+		if err := w.value(t, field); err != nil {
+			return err
+		}
+	}
+	_, err := w.dec.Token() // '}'
+	return err
+}
+
+// skip reads the rest of an object or array whose opening delimiter has
+// been read.
+func (w *keyWalker) skip() error {
+	for depth := 1; depth > 0; {
+		tok, err := w.dec.Token()
+		if err != nil {
+			return err
+		}
+		switch tok {
+		case json.Delim('{'), json.Delim('['):
+			depth++
+		case json.Delim('}'), json.Delim(']'):
+			depth--
+		}
+	}
+	return nil
+}
+
+func unknownField(field, key string, fields map[string]reflect.Type) error {
+	for name := range fields {
+		if strings.EqualFold(name, key) {
+			return fieldErr(field, "unknown field: field names are case-sensitive; did you mean %q?", name)
+		}
+	}
+	return fieldErr(field, "unknown field; see docs/api/openapi.yaml for the allowed fields")
+}
+
+// jsonFields returns the JSON names of the fields encoding/json decodes into
+// in struct type t, with their types, including those promoted from embedded
+// structs (a shallower field wins a name).
+func jsonFields(t reflect.Type) map[string]reflect.Type {
+	fields := make(map[string]reflect.Type)
+	for level := []reflect.Type{t}; len(level) > 0; {
+		var next []reflect.Type
+		found := make(map[string]reflect.Type)
+		for _, st := range level {
+			for i := range st.NumField() {
+				f := st.Field(i)
+				tag := f.Tag.Get("json")
+				if tag == "-" {
+					continue
+				}
+				name, _, _ := strings.Cut(tag, ",")
+				ft := f.Type
+				for ft.Kind() == reflect.Pointer {
+					ft = ft.Elem()
+				}
+				if f.Anonymous && name == "" && ft.Kind() == reflect.Struct {
+					next = append(next, ft)
+					continue
+				}
+				if !f.IsExported() {
+					continue
+				}
+				if name == "" {
+					name = f.Name
+				}
+				if _, ok := fields[name]; !ok {
+					found[name] = f.Type
+				}
+			}
+		}
+		maps.Copy(fields, found)
+		level = next
+	}
+	return fields
 }
 
 func describeJSONError(err error) error {
 	var typeErr *json.UnmarshalTypeError
 	var syntaxErr *json.SyntaxError
 	switch {
+	case errors.As(err, &typeErr) && typeErr.Type == bytesType:
+		// From Bytes.UnmarshalJSON: Value says what was sent and why it is
+		// not a size; encoding/json has filled in the field.
+		return &FieldError{Field: typeErr.Field, Message: "must be a size: a number of bytes, or a string with a binary unit such as \"256M\" or \"1.5G\"; got " + typeErr.Value}
 	case errors.As(err, &typeErr):
 		return &FieldError{Field: typeErr.Field, Message: fmt.Sprintf("must be %s, got JSON %s", typeErr.Type, typeErr.Value)}
 	case errors.As(err, &syntaxErr):
@@ -210,6 +385,6 @@ func describeJSONError(err error) error {
 	if f, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
 		return &FieldError{Field: strings.Trim(f, `"`), Message: "unknown field; see docs/api/openapi.yaml for the allowed fields"}
 	}
-	// Errors from our own UnmarshalJSON (sizes) come through here.
+	// Any other error from an UnmarshalJSON method comes through here.
 	return &FieldError{Message: strings.TrimPrefix(msg, "json: ")}
 }

@@ -184,7 +184,7 @@ func Candidates(nodes []*api.Node, alive map[string]bool, insts []*api.Instance)
 	used := map[string]api.Resources{}
 	for _, in := range insts {
 		if in.Status.Node != "" {
-			used[in.Status.Node] = used[in.Status.Node].Add(in.Spec.Resources())
+			used[in.Status.Node] = used[in.Status.Node].Add(in.Spec.HostResources())
 		}
 		if in.Status.ReplicaNode != "" {
 			used[in.Status.ReplicaNode] = used[in.Status.ReplicaNode].Add(api.Resources{Disk: in.Spec.Disk})
@@ -248,8 +248,11 @@ func (c *Controller) place(ctx context.Context, nodes []*api.Node, alive map[str
 	cands := Candidates(nodes, alive, insts)
 	var errs []error
 	for _, in := range pending {
-		need := in.Spec.Resources()
+		need := in.Spec.HostResources()
 		host, replica, reason := FirstFit(cands, need)
+		if in.Spec.SharedPath() != "" {
+			replica = "" // shared storage is not replicated by ferry
+		}
 		now := c.cfg.Now().UTC()
 		if host == "" {
 			if in.Status.Message == reason {

@@ -239,8 +239,11 @@ func TestIssueServerCert(t *testing.T) {
 			if !slices.Equal(ips, tc.wantIPs) {
 				t.Errorf("IPAddresses = %q, want %q", ips, tc.wantIPs)
 			}
-			if !slices.Equal(leaf.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}) {
-				t.Errorf("ExtKeyUsage = %v, want [ServerAuth]", leaf.ExtKeyUsage)
+			if !slices.Equal(leaf.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}) {
+				t.Errorf("ExtKeyUsage = %v, want [ServerAuth ClientAuth]", leaf.ExtKeyUsage)
+			}
+			if !IsServerCert(leaf) {
+				t.Error("IsServerCert(server certificate) = false")
 			}
 			if leaf.IsCA {
 				t.Error("server certificate is a CA")

@@ -49,9 +49,10 @@ func (ca *CA) IssueServerCert(hosts []string, now time.Time, validity time.Durat
 		return tls.Certificate{}, fmt.Errorf("pki: issue server certificate: generate key: %w", err)
 	}
 	tmpl := &x509.Certificate{
-		Subject:               pkix.Name{CommonName: serverCommonName},
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		Subject:  pkix.Name{CommonName: serverCommonName, Organization: []string{ServerOrganization}},
+		KeyUsage: x509.KeyUsageDigitalSignature,
+		// ClientAuth too: a server calls agents (console, logs) with it.
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,
 		DNSNames:              dns,
 		IPAddresses:           ips,
@@ -65,6 +66,24 @@ func (ca *CA) IssueServerCert(hosts []string, now time.Time, validity time.Durat
 		PrivateKey:  key,
 		Leaf:        leaf,
 	}, nil
+}
+
+// ServerOrganization is the subject O of every server certificate; agents
+// accept calls only from certificates that carry it.
+const ServerOrganization = "ferry:servers"
+
+// IsServerCert reports whether cert is a ferry server's certificate (it
+// must already have been verified against the cluster CA).
+func IsServerCert(cert *x509.Certificate) bool {
+	if cert == nil || len(cert.Subject.Organization) != 1 || cert.Subject.Organization[0] != ServerOrganization {
+		return false
+	}
+	for _, u := range cert.ExtKeyUsage {
+		if u == x509.ExtKeyUsageClientAuth {
+			return true
+		}
+	}
+	return false
 }
 
 // splitHosts sorts hosts into DNS names and IP addresses, dropping

@@ -38,6 +38,7 @@ const (
 	instancesDir = "instances/"
 	nodesDir     = "nodes/"
 	imagesDir    = "images/"
+	networksDir  = "networks/"
 	eventsDir    = "events/"
 	aliveDir     = "alive/"
 	electionDir  = "leader"
@@ -60,6 +61,7 @@ type Store struct {
 	Instances *Collection[api.Instance]
 	Nodes     *Collection[api.Node]
 	Images    *Collection[api.Image]
+	Networks  *Collection[api.Network]
 }
 
 // New wraps a connected etcd client. prefix is normally Prefix; tests pass
@@ -76,6 +78,7 @@ func newStore(cli *clientv3.Client, prefix string, guard []clientv3.Cmp) *Store 
 	s.Instances = &Collection[api.Instance]{s: s, dir: prefix + instancesDir}
 	s.Nodes = &Collection[api.Node]{s: s, dir: prefix + nodesDir}
 	s.Images = &Collection[api.Image]{s: s, dir: prefix + imagesDir}
+	s.Networks = &Collection[api.Network]{s: s, dir: prefix + networksDir}
 	return s
 }
 

@@ -22,9 +22,17 @@ type Spec struct {
 	MemoryMB int
 	// DiskPath is the image file (or NBD socket) the VM boots from.
 	DiskPath string
+	// Kernel, Initrd and Cmdline boot the guest directly: ferry extracts
+	// the kernel and initrd from the instance's own disk (/boot).
+	Kernel  string
+	Initrd  string
+	Cmdline string
 	// MAC and IP are the instance's network identity (may be empty).
 	MAC string
 	IP  string
+	// TapName is an existing tap device on the host bridge for the NIC;
+	// empty means no NIC.
+	TapName string
 	// StateDir is where the driver keeps per-VM files (sockets, logs, pid).
 	StateDir string
 }
@@ -92,4 +100,24 @@ type Driver interface {
 	Inspect(ctx context.Context, id string) (Status, error)
 	// List returns the IDs of every VM the driver knows.
 	List(ctx context.Context) ([]string, error)
+}
+
+// Capabilities says what a driver needs from the agent.
+type Capabilities struct {
+	// RealDisks: the driver boots the instance's disk image, so the agent
+	// must create the disk, extract its kernel, and create its tap device.
+	RealDisks bool
+}
+
+// Capabler is implemented by drivers that have capabilities beyond the
+// fake driver's (which needs nothing prepared).
+type Capabler interface {
+	Capabilities() Capabilities
+}
+
+// Announcer is implemented by drivers that can make the LAN learn a VM's
+// location at once after it starts on a new host (QEMU's announce-self
+// sends gratuitous RARP/ARP from the guest's MAC).
+type Announcer interface {
+	Announce(ctx context.Context, id string) error
 }

@@ -149,7 +149,7 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Handle, error) {
 		return vmm.Handle{}, fmt.Errorf("start vm %s: %w", spec.ID, err)
 	}
 	d.mu.Lock()
-	if v, ok := d.vms[spec.ID]; (ok && v.state == vmm.StateRunning) {
+	if v, ok := d.vms[spec.ID]; (ok && v.state == vmm.StateRunning) || d.starting[spec.ID] {
 		d.mu.Unlock()
 		return vmm.Handle{}, fmt.Errorf("start vm %s: %w", spec.ID, vmm.ErrAlreadyRunning)
 	}

@@ -164,7 +164,7 @@ func TestHandle(t *testing.T) {
 	if got := h2.Data[fake.DataRun]; got != "2" {
 		t.Errorf("second Start(vm-a).Data[run] = %q, want %q", got, "2")
 	}
-	if got, ok := d.Spec("vm-a"); !ok || got != spec("vm-a") {
+	if got, ok := d.Spec("vm-a"); !ok || !reflect.DeepEqual(got, spec("vm-a")) {
 		t.Errorf("Spec(vm-a) = %+v, %v, want %+v, true", got, ok, spec("vm-a"))
 	}
 	if _, ok := d.Spec("nope"); ok {
