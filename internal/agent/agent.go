@@ -82,6 +82,14 @@ type Agent struct {
 	// Run before any worker starts.
 	client *http.Client
 
+	// bridge is the host bridge for instance taps.
+	bridge string
+	// apiAddr is where the agent API listens ("" disables it).
+	apiAddr string
+	// imageLocks serialises downloads of one image by several workers.
+	imageLocksMu sync.Mutex
+	imageLocks   map[string]*sync.Mutex
+
 	mu sync.Mutex
 	// workers holds one worker per instance the agent acts on.
 	workers map[string]*worker
@@ -121,11 +129,19 @@ func New(cfg Config) (*Agent, error) {
 			Address:      cfg.Address,
 			AgentVersion: cfg.Version,
 		},
-		interval: cfg.HeartbeatInterval,
-		tune:     defaultTuning,
-		metrics:  newMetrics(),
-		joined:   saved != nil,
-		workers:  make(map[string]*worker),
+		interval:   cfg.HeartbeatInterval,
+		tune:       defaultTuning,
+		metrics:    newMetrics(),
+		joined:     saved != nil,
+		workers:    make(map[string]*worker),
+		bridge:     cfg.Bridge,
+		imageLocks: map[string]*sync.Mutex{},
+	}
+	if a.bridge == "" {
+		a.bridge = "ferrybr0"
+	}
+	if ac, ok := cfg.Driver.(interface{ Accel() string }); ok {
+		a.heartbeat.Accel = ac.Accel()
 	}
 	return a, nil
 }
@@ -194,6 +210,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	tlsCfg, err := a.identity(ctx)
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
+	}
+	if a.apiAddr != "" {
+		addr, err := a.serveAPI(ctx, a.apiAddr, tlsCfg, &wg)
+		if err != nil {
+			return err
+		}
+		if a.heartbeat.Address == "" {
+			a.heartbeat.Address = advertised(a.serverHost, addr)
+		}
 	}
 
 	// The heartbeat gets a transport of its own, so its connection is never
@@ -268,4 +293,33 @@ func (a *Agent) sendHeartbeat(ctx context.Context, client *http.Client) error {
 	a.metrics.heartbeatOK.Inc()
 	a.metrics.lastAck.Set(float64(sent.UnixNano()) / 1e9)
 	return nil
+}
+
+// imageLock returns the lock of one cached image file.
+func (a *Agent) imageLock(path string) *sync.Mutex {
+	a.imageLocksMu.Lock()
+	defer a.imageLocksMu.Unlock()
+	l, ok := a.imageLocks[path]
+	if !ok {
+		l = &sync.Mutex{}
+		a.imageLocks[path] = l
+	}
+	return l
+}
+
+// advertised returns host:port where servers reach the agent API: the
+// local address this host uses towards the server (found by a UDP
+// "connect", which sends nothing) and the API's port.
+func advertised(serverHost, listenAddr string) string {
+	_, port, err := net.SplitHostPort(listenAddr)
+	if err != nil {
+		return listenAddr
+	}
+	c, err := net.Dial("udp", net.JoinHostPort(serverHost, "9"))
+	if err != nil {
+		return listenAddr
+	}
+	defer c.Close()
+	host, _, _ := net.SplitHostPort(c.LocalAddr().String())
+	return net.JoinHostPort(host, port)
 }

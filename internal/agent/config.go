@@ -65,6 +65,14 @@ type Config struct {
 	// Version is the agent's version, reported in heartbeats (at most 64
 	// bytes).
 	Version string
+	// APIAddr is where the agent serves servers (console, logs) with its
+	// node certificate, e.g. ":7445"; "" disables it. The address reported
+	// to the cluster is Address if set, else the host's address towards the
+	// server with this port.
+	APIAddr string
+	// Bridge is the host bridge instance taps are attached to; it must
+	// exist (it joins the host to the instances' LAN). Default "ferrybr0".
+	Bridge string
 }
 
 // File names in the state directory.

@@ -89,7 +89,7 @@ func (a *Agent) streamOnce(ctx context.Context) (synced bool, err error) {
 			if !synced {
 				snapshot[name] = true
 			}
-			a.assign(ev.Instance, session)
+			a.assign(ev, session)
 		case api.AssignDelete:
 			name := ev.Name
 			if name == "" && ev.Instance != nil {

@@ -33,11 +33,16 @@ type worker struct {
 	wake chan struct{}
 
 	// Guarded by a.mu.
-	desired  *api.Instance // nil: not known yet, or released
-	session  uint64        // the stream session desired came from
-	released bool          // not ours: destroy locally, report nothing
-	why      string        // why it was released, for the log
-	gen      uint64        // counts changes of desired and released
+	desired *api.Instance // nil: not known yet, or released
+	network *api.Network  // the instance's network, if it has a NIC
+	image   *api.Image    // the instance's image record
+	// serving is the prober's latest verdict not yet reported (nil: none).
+	serving   *bool
+	servingAt time.Time
+	session   uint64 // the stream session desired came from
+	released  bool   // not ours: destroy locally, report nothing
+	why       string // why it was released, for the log
+	gen       uint64 // counts changes of desired and released
 
 	// Owned by the worker goroutine (set before it starts).
 	running   bool
@@ -57,6 +62,11 @@ type worker struct {
 	// "delete" (which ends this worker) or in a new session's snapshot.
 	fenced        bool
 	fencedSession uint64
+	// holdRestart keeps a VM that stopped by itself down, as its restart
+	// policy says, until the desired state changes.
+	holdRestart bool
+	// stopProbing ends the health prober of the running VM.
+	stopProbing context.CancelFunc
 }
 
 // workerLocked returns the worker of name, creating and starting it (after
@@ -78,11 +88,16 @@ func (a *Agent) workerLocked(name string, init func(*worker)) *worker {
 
 // assign hands an assignment, received in stream session session, to the
 // instance's worker.
-func (a *Agent) assign(inst *api.Instance, session uint64) {
+func (a *Agent) assign(ev api.AssignmentEvent, session uint64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	inst := ev.Instance
 	w := a.workerLocked(inst.Name, nil)
 	w.desired, w.session, w.released, w.why = inst, session, false, ""
+	w.network, w.image = ev.Network, ev.Image
+	if inst.Spec.State == api.DesiredStopped || inst.Status.Deleting {
+		w.holdRestart = false // a later start is a new decision
+	}
 	w.gen++
 	w.poke()
 }
@@ -169,6 +184,7 @@ func (w *worker) run(ctx context.Context) {
 func (w *worker) reconcile(ctx context.Context) (wait time.Duration, done bool) {
 	w.a.mu.Lock()
 	inst, session, released, why, gen := w.desired, w.session, w.released, w.why, w.gen
+	nw, im := w.network, w.image
 	w.a.mu.Unlock()
 
 	if released {
@@ -199,14 +215,42 @@ func (w *worker) reconcile(ctx context.Context) (wait time.Duration, done bool) 
 	case inst.Spec.State == api.DesiredStopped:
 		return w.reconcileStopped(ctx, gen, inst)
 	default:
-		return w.reconcileRunning(ctx, gen, inst)
+		wait, done := w.reconcileRunning(ctx, gen, inst, nw, im)
+		if w.running && !done {
+			w.reportServing(ctx, gen, inst)
+		}
+		return wait, done
 	}
+}
+
+// reportServing sends the prober's latest verdict, if it has not been sent.
+func (w *worker) reportServing(ctx context.Context, gen uint64, inst *api.Instance) {
+	w.a.mu.Lock()
+	serving, at := w.serving, w.servingAt
+	w.a.mu.Unlock()
+	if serving == nil {
+		return
+	}
+	r := api.InstanceReport{Phase: api.PhaseRunning, Serving: serving, ServingAt: at}
+	if err := w.report(ctx, gen, inst, r); err != nil {
+		w.reportFailed(err)
+		return
+	}
+	w.a.mu.Lock()
+	if w.serving == serving {
+		w.serving = nil
+	}
+	w.a.mu.Unlock()
 }
 
 // reconcileReleased destroys the VM of an instance that is not ours; the
 // worker ends unless a new assignment came meanwhile.
 func (w *worker) reconcileReleased(ctx context.Context, gen uint64, why string) (time.Duration, bool) {
-	if err := w.destroy(ctx); err != nil {
+	err := w.destroy(ctx)
+	if err == nil {
+		err = w.unprepare(nil, false)
+	}
+	if err != nil {
 		if ctx.Err() != nil {
 			return 0, false
 		}
@@ -225,7 +269,11 @@ func (w *worker) reconcileReleased(ctx context.Context, gen uint64, why string) 
 // reconcileDeleting destroys the VM of an instance being deleted and tells
 // the server it is gone.
 func (w *worker) reconcileDeleting(ctx context.Context, gen uint64, inst *api.Instance) (time.Duration, bool) {
-	if err := w.destroy(ctx); err != nil {
+	err := w.destroy(ctx)
+	if err == nil {
+		err = w.unprepare(inst, true)
+	}
+	if err != nil {
 		if ctx.Err() != nil {
 			return 0, false
 		}
@@ -263,10 +311,11 @@ func (w *worker) reconcileStopped(ctx context.Context, gen uint64, inst *api.Ins
 	}
 	// The exit this caused is expected: drop it.
 	w.unwatch()
+	w.stopProbe()
 	w.setRunning(false)
 	w.backoff, w.notBefore = 0, time.Time{}
 	w.log.Info("vm stopped")
-	if err := w.report(ctx, gen, inst, api.InstanceReport{Phase: api.PhaseStopped}); err != nil {
+	if err := w.report(ctx, gen, inst, api.InstanceReport{Phase: api.PhaseStopped, Serving: new(bool), ServingAt: time.Now().UTC()}); err != nil {
 		return w.reportFailed(err)
 	}
 	return 0, false
@@ -274,7 +323,7 @@ func (w *worker) reconcileStopped(ctx context.Context, gen uint64, inst *api.Ins
 
 // reconcileRunning starts the VM of an instance that should run, no sooner
 // than the backoff after a failed start or an exit allows.
-func (w *worker) reconcileRunning(ctx context.Context, gen uint64, inst *api.Instance) (time.Duration, bool) {
+func (w *worker) reconcileRunning(ctx context.Context, gen uint64, inst *api.Instance, nw *api.Network, im *api.Image) (time.Duration, bool) {
 	if w.running {
 		return w.ensure(ctx, gen, inst, api.PhaseRunning)
 	}
@@ -284,7 +333,13 @@ func (w *worker) reconcileRunning(ctx context.Context, gen uint64, inst *api.Ins
 	if err := w.report(ctx, gen, inst, api.InstanceReport{Phase: api.PhaseStarting}); err != nil {
 		return w.reportFailed(err)
 	}
-	if err := w.start(ctx, inst); err != nil {
+	w.a.mu.Lock()
+	held := w.holdRestart
+	w.a.mu.Unlock()
+	if held {
+		return 0, false // the restart policy says no; wait for a new desired state
+	}
+	if err := w.start(ctx, inst, nw, im); err != nil {
 		if ctx.Err() != nil {
 			return 0, false
 		}
@@ -295,22 +350,22 @@ func (w *worker) reconcileRunning(ctx context.Context, gen uint64, inst *api.Ins
 		}
 		return d, false
 	}
-	if err := w.report(ctx, gen, inst, api.InstanceReport{Phase: api.PhaseRunning}); err != nil {
+	r := api.InstanceReport{Phase: api.PhaseRunning, Booted: true}
+	if inst.Spec.IP == "" {
+		serving := true // nothing to probe: serving means running
+		r.Serving, r.ServingAt = &serving, w.startedAt.UTC()
+	}
+	if err := w.report(ctx, gen, inst, r); err != nil {
 		return w.reportFailed(err)
 	}
 	return 0, false
 }
 
 // start boots the VM, persists its handle and watches it.
-func (w *worker) start(ctx context.Context, inst *api.Instance) error {
-	spec := vmm.Spec{
-		ID:       w.name,
-		CPUs:     inst.Spec.CPUs,
-		MemoryMB: int(inst.Spec.Memory >> 20),
-		StateDir: w.a.vmDir(w.name),
-	}
-	if err := os.MkdirAll(spec.StateDir, stateDirMod); err != nil {
-		return fmt.Errorf("start vm %s: %w", w.name, err)
+func (w *worker) start(ctx context.Context, inst *api.Instance, nw *api.Network, im *api.Image) error {
+	spec, err := w.prepare(ctx, inst, nw, im)
+	if err != nil {
+		return err
 	}
 	w.log.Info("starting vm", "cpus", spec.CPUs, "memoryMB", spec.MemoryMB)
 	h, err := w.a.driver.Start(ctx, spec)
@@ -333,6 +388,14 @@ func (w *worker) start(ctx context.Context, inst *api.Instance) error {
 		w.setRunning(false)
 		return fmt.Errorf("vm exited as it started: %w", err)
 	}
+	if an, ok := w.a.driver.(vmm.Announcer); ok {
+		// Tell the LAN where the instance's MAC is now, at once, rather
+		// than when the guest first speaks.
+		if err := an.Announce(ctx, w.name); err != nil {
+			w.log.Warn("announce-self failed", "err", err)
+		}
+	}
+	w.startProbe(inst)
 	w.log.Info("vm running")
 	return nil
 }
@@ -341,6 +404,7 @@ func (w *worker) start(ctx context.Context, inst *api.Instance) error {
 // directory.
 func (w *worker) destroy(ctx context.Context) error {
 	w.unwatch()
+	w.stopProbe()
 	if err := w.a.driver.Destroy(ctx, w.name); err != nil {
 		if w.running {
 			if werr := w.watch(ctx); werr != nil {
@@ -381,12 +445,31 @@ func (w *worker) exited(res vmm.ExitResult, ok bool) {
 	if w.startedAt.IsZero() || at.Sub(w.startedAt) >= w.a.tune.stableAfter {
 		w.backoff = 0
 	}
+	w.stopProbe()
 	d := w.nextDelay()
-	r := api.InstanceReport{Phase: api.PhaseStopped, Message: "the guest shut down"}
+	r := api.InstanceReport{Phase: api.PhaseStopped, Message: "the guest shut down", Serving: new(bool), ServingAt: at}
 	if res.Err != nil {
-		r = api.InstanceReport{Phase: api.PhaseFailed, Message: "the vm exited unexpectedly", Error: res.Err.Error()}
+		r = api.InstanceReport{Phase: api.PhaseFailed, Message: "the vm exited unexpectedly", Error: res.Err.Error(), Serving: new(bool), ServingAt: at}
 	}
-	w.log.Warn("vm exited", "err", res.Err, "restartAfter", d)
+	w.a.mu.Lock()
+	policy := api.RestartAlways
+	if w.desired != nil && w.desired.Spec.RestartPolicy != "" {
+		policy = w.desired.Spec.RestartPolicy
+	}
+	w.serving = nil
+	w.a.mu.Unlock()
+	hold := policy == api.RestartNever || (policy == api.RestartOnFailure && res.Err == nil)
+	if hold {
+		w.a.mu.Lock()
+		w.holdRestart = true
+		w.a.mu.Unlock()
+		r.GuestStopped = true
+		r.Message += "; not restarted (restart policy " + string(policy) + ")"
+		w.log.Warn("vm exited; restart policy keeps it stopped", "err", res.Err, "policy", policy)
+	} else {
+		r.Message += fmt.Sprintf("; restarting in %s", d)
+		w.log.Warn("vm exited", "err", res.Err, "restartAfter", d)
+	}
 	w.exitReport = &r
 }
 

@@ -100,11 +100,23 @@ func (s *Server) assignments(w http.ResponseWriter, r *http.Request) {
 		flusher.Flush()
 		return true
 	}
+	put := func(in *api.Instance) api.AssignmentEvent {
+		ev := api.AssignmentEvent{Type: api.AssignPut, Name: in.Name, Instance: in}
+		if in.Spec.Network != "" {
+			if nw, err := s.store.Networks.Get(ctx, in.Spec.Network); err == nil {
+				ev.Network = nw
+			}
+		}
+		if im, err := s.store.Images.Get(ctx, in.Spec.Image); err == nil {
+			ev.Image = im
+		}
+		return ev
+	}
 	mine := map[string]bool{}
 	for _, in := range items {
 		if in.Status.Node == node {
 			mine[in.Name] = true
-			if !send(api.AssignmentEvent{Type: api.AssignPut, Name: in.Name, Instance: in}) {
+			if !send(put(in)) {
 				return
 			}
 		}
@@ -134,7 +146,7 @@ func (s *Server) assignments(w http.ResponseWriter, r *http.Request) {
 			switch {
 			case !ev.Deleted && ev.Object.Status.Node == node:
 				mine[ev.Name] = true
-				if !send(api.AssignmentEvent{Type: api.AssignPut, Name: ev.Name, Instance: ev.Object}) {
+				if !send(put(ev.Object)) {
 					return
 				}
 			case mine[ev.Name]:
@@ -175,23 +187,24 @@ func (s *Server) reportStatus(w http.ResponseWriter, r *http.Request) {
 		}
 		if err == nil && rep.Destroyed && in.Status.Deleting {
 			rv, _ := store.ParseRevision(in.ResourceVersion)
-			err = s.store.Instances.Delete(ctx, name, rv, s.instanceEvent(in, "Deleted", "VM and disk destroyed on "+node))
+			err = s.store.Instances.Delete(ctx, name, rv, append(s.releaseOps(in), s.instanceEvent(in, "Deleted", "VM and disk destroyed on "+node))...)
 			if err == nil {
 				in.Status.Phase = api.PhaseDeleting
 				writeJSON(w, http.StatusOK, in)
 				return
 			}
 		} else if err == nil {
-			changed := applyReport(in, rep, now)
-			if !changed {
+			evs := applyReport(in, rep, now)
+			if len(evs) == 0 {
 				writeJSON(w, http.StatusOK, in)
 				return
 			}
-			msg := rep.Message
-			if rep.Error != "" {
-				msg = rep.Error
+			ops := make([]clientv3.Op, len(evs))
+			for i, ev := range evs {
+				ev.Kind, ev.Name, ev.Node = api.KindInstance, in.Name, node
+				ops[i] = s.store.EventOp(ev)
 			}
-			err = s.store.Instances.Update(ctx, in, s.instanceEvent(in, string(in.Status.Phase), msg))
+			err = s.store.Instances.Update(ctx, in, ops...)
 			if err == nil {
 				writeJSON(w, http.StatusOK, in)
 				return
@@ -211,20 +224,45 @@ func (s *Server) reportStatus(w http.ResponseWriter, r *http.Request) {
 	s.storeError(w, "instance", name, store.ErrConflict)
 }
 
-// applyReport folds a report into the status and says whether the phase
-// changed (which is what deserves an event).
-func applyReport(in *api.Instance, rep api.InstanceReport, now time.Time) bool {
+// applyReport folds a report into the status and returns the events it
+// deserves: a phase change, a serving change (timed by the agent, which saw
+// it: that is the customer's view the SLA ledger needs), a boot.
+func applyReport(in *api.Instance, rep api.InstanceReport, now time.Time) []api.Event {
 	if in.Status.Deleting {
 		// Keep showing Deleting until the agent says the VM is destroyed.
-		return false
+		return nil
 	}
-	changed := in.Status.Phase != rep.Phase || in.Status.LastError != rep.Error || in.Status.Message != rep.Message
-	phaseChanged := in.Status.Phase != rep.Phase
-	in.Status.Phase = rep.Phase
-	in.Status.Message = rep.Message
-	in.Status.LastError = rep.Error
-	if phaseChanged {
-		in.Status.Since = now
+	var evs []api.Event
+	if in.Status.Phase != rep.Phase || in.Status.LastError != rep.Error || in.Status.Message != rep.Message {
+		msg := rep.Message
+		if rep.Error != "" {
+			msg = rep.Error
+		}
+		if in.Status.Phase != rep.Phase {
+			in.Status.Since = now
+		}
+		in.Status.Phase, in.Status.Message, in.Status.LastError = rep.Phase, rep.Message, rep.Error
+		evs = append(evs, api.Event{Time: now, Type: string(rep.Phase), Message: msg})
 	}
-	return changed
+	if rep.GuestStopped && in.Spec.State != api.DesiredStopped {
+		in.Spec.State = api.DesiredStopped
+		evs = append(evs, api.Event{Time: now, Type: "GuestStopped", Message: "restart policy " + string(in.Spec.RestartPolicy) + " keeps it stopped"})
+	}
+	if rep.Booted {
+		in.Status.Boots++
+		evs = append(evs, api.Event{Time: now, Type: "Booted", Message: fmt.Sprintf("boot %d", in.Status.Boots)})
+	}
+	if rep.Serving != nil && *rep.Serving != in.Status.Serving {
+		at := rep.ServingAt.UTC()
+		if at.IsZero() || at.After(now.Add(time.Minute)) {
+			at = now // a missing or implausible agent clock
+		}
+		in.Status.Serving, in.Status.ServingSince = *rep.Serving, at
+		typ := "NotServing"
+		if *rep.Serving {
+			typ = "Serving"
+		}
+		evs = append(evs, api.Event{Time: at, Type: typ})
+	}
+	return evs
 }

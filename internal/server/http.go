@@ -1,11 +1,13 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"runtime/debug"
 	"strconv"
@@ -50,17 +52,26 @@ func (s *Server) routeTable() []Route {
 		{"POST", "/v1/instances/{name}/start", authUser, s.startInstance},
 		{"POST", "/v1/instances/{name}/stop", authUser, s.stopInstance},
 		{"DELETE", "/v1/instances/{name}", authUser, s.deleteInstance},
+		{"GET", "/v1/instances/{name}/logs", authUser, s.instanceLogs},
+		{"GET", "/v1/instances/{name}/console", authUser, s.instanceConsole},
 		{"GET", "/v1/nodes", authUser, s.listNodes},
 		{"GET", "/v1/nodes/{name}", authUser, s.getNode},
 		{"DELETE", "/v1/nodes/{name}", authUser, s.deleteNode},
 		{"POST", "/v1/join-tokens", authUser, s.createJoinToken},
 		{"GET", "/v1/images", authUser, s.listImages},
 		{"GET", "/v1/images/{name}", authUser, s.getImage},
+		{"PUT", "/v1/images/{name}", authUser, s.uploadImage},
+		{"DELETE", "/v1/images/{name}", authUser, s.deleteImage},
+		{"GET", "/v1/networks", authUser, s.listNetworks},
+		{"POST", "/v1/networks", authUser, s.createNetwork},
+		{"GET", "/v1/networks/{name}", authUser, s.getNetwork},
+		{"DELETE", "/v1/networks/{name}", authUser, s.deleteNetwork},
 		{"GET", "/v1/events", authUser, s.events},
 		{"POST", "/v1/join", authNone, s.join},
 		{"POST", "/v1/agent/heartbeat", authAgent, s.heartbeat},
 		{"GET", "/v1/agent/assignments", authAgent, s.assignments},
 		{"PUT", "/v1/agent/instances/{name}/status", authAgent, s.reportStatus},
+		{"GET", "/v1/agent/images/{name}", authAgent, s.downloadImage},
 	}
 }
 
@@ -93,6 +104,16 @@ func (r *statusRecorder) WriteHeader(code int) {
 	r.ResponseWriter.WriteHeader(code)
 }
 
+// Hijack lets the console take over the connection.
+func (r *statusRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := r.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("connection cannot be hijacked (HTTP/2?)")
+	}
+	r.code = http.StatusSwitchingProtocols
+	return hj.Hijack()
+}
+
 func (r *statusRecorder) Flush() {
 	if f, ok := r.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
@@ -110,7 +131,9 @@ func (s *Server) wrap(rt Route) http.Handler {
 			}
 			s.metrics.observe(rt.Method, rt.Path, rec.code, time.Since(start))
 		}()
-		r.Body = http.MaxBytesReader(rec, r.Body, api.MaxBodyBytes)
+		if !(rt.Method == "PUT" && rt.Path == "/v1/images/{name}") { // image uploads stream
+			r.Body = http.MaxBytesReader(rec, r.Body, api.MaxBodyBytes)
+		}
 		switch rt.auth {
 		case authUser:
 			tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")

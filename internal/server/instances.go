@@ -42,18 +42,64 @@ func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, err)
 		return
 	}
-	now := s.cfg.Now().UTC()
-	in := &api.Instance{
-		Meta:   api.Meta{Name: req.Name, UID: store.NewID(), CreatedAt: now},
-		Spec:   req.Spec,
-		Status: api.InstanceStatus{Phase: api.PhasePending, Since: now, Message: "waiting for a host"},
-	}
-	ev := s.instanceEvent(in, "Created", fmt.Sprintf("%d CPU, %s memory, %s disk, image %s", in.Spec.CPUs, in.Spec.Memory, in.Spec.Disk, in.Spec.Image))
-	if err := s.store.Instances.Create(r.Context(), in, ev); err != nil {
-		s.storeError(w, "instance", req.Name, err)
+	ctx := r.Context()
+	if _, err := s.store.Instances.Get(ctx, req.Name); err == nil {
+		s.storeError(w, "instance", req.Name, store.ErrExists)
 		return
 	}
-	writeJSON(w, http.StatusCreated, in)
+	requested := req.Spec
+	// Auto-assigned addresses can race with another create; try again.
+	for attempt := 0; attempt < 10; attempt++ {
+		spec := requested
+		idCmps, idOps, err := s.identity(ctx, &spec, req.Name)
+		if err != nil {
+			var ce *identityConflict
+			var fe *api.FieldError
+			switch {
+			case errors.As(err, &ce):
+				writeError(w, http.StatusConflict, "conflict", ce.Field, ce.Error())
+			case errors.As(err, &fe):
+				badRequest(w, err)
+			default:
+				s.internalError(w, err)
+			}
+			return
+		}
+		now := s.cfg.Now().UTC()
+		in := &api.Instance{
+			Meta:   api.Meta{Name: req.Name, UID: store.NewID(), CreatedAt: now},
+			Spec:   spec,
+			Status: api.InstanceStatus{Phase: api.PhasePending, Since: now, Message: "waiting for a host"},
+		}
+		cmp, op, err := s.store.Instances.CreateOps(in)
+		if err != nil {
+			s.internalError(w, err)
+			return
+		}
+		msg := fmt.Sprintf("%d CPU, %s memory, %s disk, image %s", in.Spec.CPUs, in.Spec.Memory, in.Spec.Disk, in.Spec.Image)
+		if spec.IP != "" {
+			msg += fmt.Sprintf(", %s %s on %s", spec.MAC, spec.IP, spec.Network)
+		}
+		ok, rev, err := s.store.Txn(ctx, append([]clientv3.Cmp{cmp}, idCmps...), append([]clientv3.Op{op, s.instanceEvent(in, "Created", msg)}, idOps...)...)
+		if err != nil {
+			s.internalError(w, err)
+			return
+		}
+		if ok {
+			in.ResourceVersion = strconv.FormatInt(rev, 10)
+			writeJSON(w, http.StatusCreated, in)
+			return
+		}
+		if _, err := s.store.Instances.Get(ctx, req.Name); err == nil {
+			s.storeError(w, "instance", req.Name, store.ErrExists)
+			return
+		}
+		if requested.IP != "" && requested.MAC != "" {
+			writeError(w, http.StatusConflict, "conflict", "spec.ip", "the requested IP or MAC was taken at the same moment by another instance")
+			return
+		}
+	}
+	s.storeError(w, "instance", req.Name, store.ErrConflict)
 }
 
 func (s *Server) listInstances(w http.ResponseWriter, r *http.Request) {
@@ -140,7 +186,74 @@ func (s *Server) setDesired(state api.DesiredState, evType string) http.HandlerF
 }
 
 func (s *Server) startInstance(w http.ResponseWriter, r *http.Request) {
-	s.setDesired(api.DesiredRunning, "StartRequested")(w, r)
+	on := r.URL.Query().Get("on")
+	if on == "" {
+		s.setDesired(api.DesiredRunning, "StartRequested")(w, r)
+		return
+	}
+	if err := api.ValidateName("on", on); err != nil {
+		badRequest(w, err)
+		return
+	}
+	ctx := r.Context()
+	alive, _, err := s.store.AliveNodes(ctx)
+	if err != nil {
+		s.internalError(w, err)
+		return
+	}
+	target, err := s.store.Nodes.Get(ctx, on)
+	if err != nil {
+		s.storeError(w, "node", on, err)
+		return
+	}
+	if !alive[on] || target.Spec.Unschedulable {
+		writeError(w, http.StatusConflict, "conflict", "on", fmt.Sprintf("node %q is not Ready and schedulable", on))
+		return
+	}
+	insts, _, err := s.store.Instances.List(ctx)
+	if err != nil {
+		s.internalError(w, err)
+		return
+	}
+	free := target.Status.Capacity.Sub(Allocation(insts)[on])
+	s.modifyInstance(w, r, func(in *api.Instance) ([]clientv3.Op, error) {
+		if in.Status.Deleting {
+			return nil, errDeleting
+		}
+		if in.Status.Node == on {
+			in.Spec.State = api.DesiredRunning
+			return []clientv3.Op{s.instanceEvent(in, "StartRequested", "")}, nil
+		}
+		if in.Spec.SharedPath() == "" {
+			return nil, &api.FieldError{Field: "on", Message: fmt.Sprintf("instance %q has a local disk on %s: moving it needs a migration, not a start elsewhere", in.Name, orDash(in.Status.Node))}
+		}
+		// Never start it on a second host while the first may still run
+		// it: only a VM its agent reported stopped (or never started) moves.
+		switch in.Status.Phase {
+		case api.PhaseStopped, api.PhaseFailed, api.PhasePending, api.PhaseScheduled:
+		default:
+			return nil, &api.FieldError{Field: "on", Message: fmt.Sprintf("instance %q is %s on %s: stop it first (`ferry instance stop %s --wait`)", in.Name, in.Status.Phase, orDash(in.Status.Node), in.Name)}
+		}
+		if in.Status.Phase == api.PhaseScheduled && in.Status.Node != "" && alive[in.Status.Node] {
+			return nil, &api.FieldError{Field: "on", Message: fmt.Sprintf("instance %q is being started on %s", in.Name, in.Status.Node)}
+		}
+		if !free.Fits(in.Spec.HostResources()) {
+			return nil, &api.FieldError{Field: "on", Message: fmt.Sprintf("node %q has no room for %s (free: %d CPU, %s memory)", on, in.Name, free.CPUs, free.Memory.Human())}
+		}
+		from := in.Status.Node
+		now := s.cfg.Now().UTC()
+		in.Spec.State = api.DesiredRunning
+		in.Status.Node, in.Status.ReplicaNode = on, ""
+		in.Status.Phase, in.Status.Since, in.Status.Message = api.PhaseScheduled, now, "moved from "+orDash(from)
+		return []clientv3.Op{s.instanceEvent(in, "Moved", "from "+orDash(from)+" to "+on+" (shared storage)")}, nil
+	})
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func (s *Server) stopInstance(w http.ResponseWriter, r *http.Request) {
@@ -229,7 +342,7 @@ func (s *Server) deleteInstance(w http.ResponseWriter, r *http.Request) {
 		}
 		cur, _ := store.ParseRevision(in.ResourceVersion)
 		if force || in.Status.Node == "" {
-			err = s.store.Instances.Delete(r.Context(), name, cur, s.instanceEvent(in, "Deleted", ""))
+			err = s.store.Instances.Delete(r.Context(), name, cur, append(s.releaseOps(in), s.instanceEvent(in, "Deleted", ""))...)
 			if err == nil {
 				in.Status.Phase = api.PhaseDeleting
 				writeJSON(w, http.StatusOK, in)

@@ -30,7 +30,7 @@ func Allocation(instances []*api.Instance) map[string]api.Resources {
 	out := map[string]api.Resources{}
 	for _, in := range instances {
 		if in.Status.Node != "" {
-			out[in.Status.Node] = out[in.Status.Node].Add(in.Spec.Resources())
+			out[in.Status.Node] = out[in.Status.Node].Add(in.Spec.HostResources())
 		}
 		if in.Status.ReplicaNode != "" {
 			out[in.Status.ReplicaNode] = out[in.Status.ReplicaNode].Add(api.Resources{Disk: in.Spec.Disk})

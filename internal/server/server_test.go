@@ -61,7 +61,7 @@ func TestCreateValidation(t *testing.T) {
 		{"zero cpus", `{"name":"a","spec":{"cpus":0,"memory":"256M","disk":"1G","image":"demo"}}`, 400, "spec.cpus"},
 		{"tiny memory", `{"name":"a","spec":{"cpus":1,"memory":"1K","disk":"1G","image":"demo"}}`, 400, "spec.memory"},
 		{"unknown image", `{"name":"a","spec":{"cpus":1,"memory":"256M","disk":"1G","image":"nope"}}`, 400, "spec.image"},
-		{"unknown field", `{"name":"a","spec":{"cpus":1,"memory":"256M","disk":"1G","image":"demo","gpu":1}}`, 400, "gpu"},
+		{"unknown field", `{"name":"a","spec":{"cpus":1,"memory":"256M","disk":"1G","image":"demo","gpu":1}}`, 400, "spec.gpu"},
 		{"wrong type", `{"name":"a","spec":{"cpus":"one","memory":"256M","disk":"1G","image":"demo"}}`, 400, "spec.cpus"},
 		{"malformed", `{"name":`, 400, ""},
 		{"trailing data", `{"name":"a","spec":{"cpus":1,"memory":"256M","disk":"1G","image":"demo"}} {}`, 400, ""},
