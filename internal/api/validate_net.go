@@ -109,6 +109,9 @@ func (n *Network) Validate() error {
 		if err != nil || !pfx.Contains(a) {
 			return fieldErr(field, "%q is not an address inside %s", v, n.CIDR)
 		}
+		if a == pfx.Addr() {
+			return fieldErr(field, "%q is the network address of %s", v, n.CIDR)
+		}
 		return nil
 	}
 	if n.Gateway != "" {
@@ -117,8 +120,8 @@ func (n *Network) Validate() error {
 		}
 	}
 	for _, r := range n.Reserved {
-		if err := check("reserved", r); err != nil {
-			return err
+		if len(r) > 64 {
+			return fieldErr("reserved", "entry %q is too long", r)
 		}
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/ferrycluster/ferry/internal/api"
 	"github.com/ferrycluster/ferry/internal/store"
@@ -43,6 +44,10 @@ func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
+	if im, err := s.store.Images.Get(ctx, req.Spec.Image); err == nil && im.Ready && im.Size > req.Spec.Disk {
+		writeError(w, http.StatusBadRequest, "invalid", "spec.disk", fmt.Sprintf("must be at least the size of image %s (%s)", im.Name, im.Size))
+		return
+	}
 	if _, err := s.store.Instances.Get(ctx, req.Name); err == nil {
 		s.storeError(w, "instance", req.Name, store.ErrExists)
 		return
@@ -304,6 +309,12 @@ func (s *Server) updateInstance(w http.ResponseWriter, r *http.Request) {
 		return
 	case spec.Disk != cur.Spec.Disk:
 		writeError(w, http.StatusBadRequest, "invalid", "spec.disk", "cannot change the disk size of an existing instance")
+		return
+	case spec.Network != cur.Spec.Network, spec.IP != cur.Spec.IP, !strings.EqualFold(spec.MAC, cur.Spec.MAC):
+		writeError(w, http.StatusBadRequest, "invalid", "spec.ip", "an instance keeps its network, IP and MAC for life; send them unchanged")
+		return
+	case spec.Storage != cur.Spec.Storage:
+		writeError(w, http.StatusBadRequest, "invalid", "spec.storage", "cannot change where an existing instance's disk lives")
 		return
 	}
 	cur.Spec = spec

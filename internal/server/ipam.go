@@ -92,7 +92,11 @@ func (s *Server) identity(ctx context.Context, spec *api.InstanceSpec, name stri
 		usedMAC[m] = string(owner)
 	}
 	if spec.MAC != "" {
-		spec.MAC = strings.ToLower(spec.MAC)
+		hw, err := netid.ParseMAC(spec.MAC)
+		if err != nil {
+			return nil, nil, &api.FieldError{Field: "spec.mac", Message: err.Error()}
+		}
+		spec.MAC = hw.String() // one spelling, so uniqueness is by address
 		if owner, ok := usedMAC[spec.MAC]; ok {
 			return nil, nil, &identityConflict{&api.FieldError{Field: "spec.mac", Message: fmt.Sprintf("MAC %s is already used by instance %q", spec.MAC, owner)}}
 		}

@@ -21,6 +21,10 @@ func (s *Server) createNetwork(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, err)
 		return
 	}
+	if err := toNetid(&req).Validate(); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid", "", err.Error())
+		return
+	}
 	ev := s.store.EventOp(api.Event{Time: req.CreatedAt, Kind: "Network", Name: req.Name, Type: "Created", Message: req.CIDR})
 	if err := s.store.Networks.Create(r.Context(), &req, ev); err != nil {
 		s.storeError(w, "network", req.Name, err)
