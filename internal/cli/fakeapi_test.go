@@ -3,6 +3,8 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -13,6 +15,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -48,6 +51,19 @@ type fakeAPI struct {
 	// closeWatch makes the event stream end after the events instead of
 	// staying open.
 	closeWatch bool
+	networks   map[string]*api.Network
+	// logs holds each instance's console log.
+	logs map[string]string
+	// uploads records the Content-Length of each image upload, by name.
+	uploads map[string]int64
+	// console says how the console route behaves once switched: "echo"
+	// (default: echo input, answer "uptime" a little later, until the
+	// client goes) or "close" (close at once).
+	console string
+	// consoleIn is what the console route read, complete once consoleDone
+	// is closed.
+	consoleIn   bytes.Buffer
+	consoleDone chan struct{}
 }
 
 func newFakeAPI() *fakeAPI {
@@ -56,9 +72,13 @@ func newFakeAPI() *fakeAPI {
 		nodes:     map[string]*api.Node{},
 		bodies:    map[string]string{},
 		images: []api.Image{
-			{Meta: api.Meta{Name: "demo", CreatedAt: testNow.Add(-72 * time.Hour)}, Source: "builtin:demo", Size: 64 << 20},
+			{Meta: api.Meta{Name: "demo", CreatedAt: testNow.Add(-72 * time.Hour)}, Source: "builtin:demo", Size: 64 << 20, Ready: true, SHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"},
 			{Meta: api.Meta{Name: "broken", CreatedAt: testNow.Add(-90 * time.Second)}, Source: "/srv/images/broken.img"},
 		},
+		networks:    map[string]*api.Network{},
+		logs:        map[string]string{},
+		uploads:     map[string]int64{},
+		consoleDone: make(chan struct{}),
 	}
 	f.failImage = "broken"
 	return f
@@ -141,6 +161,16 @@ func (f *fakeAPI) handler() http.Handler {
 			writeError(w, 409, "already_exists", "name", "instance %q already exists", req.Name)
 			return
 		}
+		for _, in := range f.sortedInstances() {
+			if req.Spec.IP != "" && in.Spec.IP == req.Spec.IP {
+				writeError(w, 409, "conflict", "spec.ip", "address %s is already used by instance %q", req.Spec.IP, in.Name)
+				return
+			}
+			if req.Spec.MAC != "" && in.Spec.MAC == req.Spec.MAC { // the message repeats the field, as some server errors do
+				writeError(w, 409, "conflict", "spec.mac", "spec.mac: mac %s is used by instance %q", req.Spec.MAC, in.Name)
+				return
+			}
+		}
 		f.rv++
 		in := &api.Instance{
 			Meta:   api.Meta{Name: req.Name, ResourceVersion: strconv.Itoa(f.rv), UID: "uid-" + req.Name, CreatedAt: testNow},
@@ -176,7 +206,24 @@ func (f *fakeAPI) handler() http.Handler {
 			writeJSON(w, 200, in)
 		}
 	}
-	mux.HandleFunc("POST /v1/instances/{name}/start", action(api.DesiredRunning))
+	mux.HandleFunc("POST /v1/instances/{name}/start", func(w http.ResponseWriter, r *http.Request) {
+		on := r.URL.Query().Get("on")
+		if on != "" && on != "n3" {
+			writeError(w, 404, "not_found", "", "node %q not found", on)
+			return
+		}
+		in, ok := f.instances[r.PathValue("name")]
+		if on == "" || !ok {
+			action(api.DesiredRunning)(w, r)
+			return
+		}
+		if in.Spec.SharedPath() == "" {
+			writeError(w, 400, "invalid", "on", "instance %q has a local disk on %s: moving it needs a migration, not a start elsewhere", in.Name, in.Status.Node)
+			return
+		}
+		in.Status.Node, in.Status.ReplicaNode = on, ""
+		action(api.DesiredRunning)(w, r)
+	})
 	mux.HandleFunc("POST /v1/instances/{name}/stop", action(api.DesiredStopped))
 	mux.HandleFunc("DELETE /v1/instances/{name}", func(w http.ResponseWriter, r *http.Request) {
 		in, ok := f.instances[r.PathValue("name")]
@@ -241,6 +288,106 @@ func (f *fakeAPI) handler() http.Handler {
 	mux.HandleFunc("GET /v1/images", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 200, api.List[api.Image]{Items: f.images})
 	})
+	mux.HandleFunc("PUT /v1/images/{name}", func(w http.ResponseWriter, r *http.Request) {
+		name, data := r.PathValue("name"), []byte(f.bodies[r.URL.Path])
+		f.uploads[name] = r.ContentLength
+		if bytes.HasPrefix(data, []byte("junk")) {
+			writeError(w, 400, "invalid", "", "%s is not an ext4 disk image (no ext4 superblock)", name)
+			return
+		}
+		sum := sha256.Sum256(data)
+		im := api.Image{Meta: api.Meta{Name: name, CreatedAt: testNow}, Source: "upload", Size: api.Bytes(len(data)), SHA256: hex.EncodeToString(sum[:]), Label: "ferry-demo", Ready: true}
+		f.images = slices.DeleteFunc(f.images, func(i api.Image) bool { return i.Name == name })
+		f.images = append(f.images, im)
+		writeJSON(w, 200, im)
+	})
+	mux.HandleFunc("DELETE /v1/images/{name}", func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("name")
+		i := slices.IndexFunc(f.images, func(i api.Image) bool { return i.Name == name })
+		if i < 0 {
+			writeError(w, 404, "not_found", "", "image %q not found", name)
+			return
+		}
+		for _, in := range f.sortedInstances() {
+			if in.Spec.Image == name {
+				writeError(w, 409, "conflict", "", "image %q is used by instance %q", name, in.Name)
+				return
+			}
+		}
+		f.images = slices.Delete(f.images, i, i+1)
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("GET /v1/networks", func(w http.ResponseWriter, r *http.Request) {
+		l := api.List[api.Network]{Items: []api.Network{}}
+		for _, n := range f.networks {
+			l.Items = append(l.Items, *n)
+		}
+		sort.Slice(l.Items, func(i, j int) bool { return l.Items[i].Name > l.Items[j].Name }) // reverse: the CLI sorts
+		writeJSON(w, 200, l)
+	})
+	mux.HandleFunc("GET /v1/networks/{name}", func(w http.ResponseWriter, r *http.Request) {
+		n, ok := f.networks[r.PathValue("name")]
+		if !ok {
+			writeError(w, 404, "not_found", "", "network %q not found", r.PathValue("name"))
+			return
+		}
+		writeJSON(w, 200, n)
+	})
+	mux.HandleFunc("POST /v1/networks", func(w http.ResponseWriter, r *http.Request) {
+		var n api.Network
+		if err := api.DecodeBytes([]byte(f.bodies[r.URL.Path]), &n); err != nil {
+			writeError(w, 400, "invalid", "", "%v", err)
+			return
+		}
+		if err := n.Validate(); err != nil {
+			var fe *api.FieldError
+			errors.As(err, &fe)
+			writeError(w, 400, "invalid", fe.Field, "%s", fe.Message)
+			return
+		}
+		if _, ok := f.networks[n.Name]; ok {
+			writeError(w, 409, "already_exists", "name", "network %q already exists", n.Name)
+			return
+		}
+		f.rv++
+		n.ResourceVersion, n.UID, n.CreatedAt = strconv.Itoa(f.rv), "uid-"+n.Name, testNow
+		f.networks[n.Name] = &n
+		writeJSON(w, 201, n)
+	})
+	mux.HandleFunc("DELETE /v1/networks/{name}", func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("name")
+		n, ok := f.networks[name]
+		if !ok {
+			writeError(w, 404, "not_found", "", "network %q not found", name)
+			return
+		}
+		for _, in := range f.sortedInstances() {
+			if in.Spec.Network == name {
+				writeError(w, 409, "conflict", "", "network %q still has instances (or changed); remove them first", name)
+				return
+			}
+		}
+		delete(f.networks, name)
+		writeJSON(w, 200, n)
+	})
+	mux.HandleFunc("GET /v1/instances/{name}/logs", func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("name")
+		if _, ok := f.instances[name]; !ok {
+			writeError(w, 404, "not_found", "", "instance %q not found", name)
+			return
+		}
+		log := f.logs[name]
+		if n, _ := strconv.Atoi(r.URL.Query().Get("tail")); n > 0 {
+			lines := strings.SplitAfter(log, "\n")
+			if lines[len(lines)-1] == "" {
+				lines = lines[:len(lines)-1]
+			}
+			log = strings.Join(lines[max(0, len(lines)-n):], "")
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = io.WriteString(w, log)
+	})
+	mux.HandleFunc("GET /v1/instances/{name}/console", f.serveConsole)
 	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
 		limit := 100
 		if r.URL.Query().Get("watch") == "true" {
@@ -284,11 +431,86 @@ func (f *fakeAPI) handler() http.Handler {
 			line += "?" + r.URL.RawQuery
 		}
 		f.requests = append(f.requests, line)
-		if r.Method == http.MethodPost {
+		if r.Method == http.MethodPost || r.Method == http.MethodPut {
 			f.bodies[r.URL.Path] = string(body)
 		}
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// sortedInstances returns the instances by name, for deterministic answers.
+func (f *fakeAPI) sortedInstances() []*api.Instance {
+	out := make([]*api.Instance, 0, len(f.instances))
+	for _, in := range f.instances {
+		out = append(out, in)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// serveConsole switches to the console protocol the way the server does:
+// 101, then raw bytes. It sends a banner with the 101, then behaves as
+// f.console says. It runs with f.mu held, like every handler.
+func (f *fakeAPI) serveConsole(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	in, ok := f.instances[name]
+	switch {
+	case !ok:
+		writeError(w, 404, "not_found", "", "instance %q not found", name)
+		return
+	case in.Status.Phase != api.PhaseRunning:
+		writeError(w, 409, "conflict", "", "instance %q is not running (%s)", name, in.Status.Phase)
+		return
+	case r.Header.Get("Upgrade") != "ferry-console" || r.ProtoMajor != 1:
+		writeError(w, 400, "invalid", "", "want an HTTP/1.1 Upgrade to ferry-console, got %s %q", r.Proto, r.Header.Get("Upgrade"))
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		writeError(w, 500, "internal", "", "hijack: %v", err)
+		return
+	}
+	mode := f.console
+	f.mu.Unlock() // let other requests in while the session is open
+	defer f.mu.Lock()
+	var got bytes.Buffer
+	defer func() {
+		conn.Close()
+		f.mu.Lock()
+		f.consoleIn.Write(got.Bytes())
+		f.mu.Unlock()
+		close(f.consoleDone)
+	}()
+	_, _ = io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: ferry-console\r\n\r\n"+name+" login: ")
+	if mode == "close" {
+		return
+	}
+	buf := make([]byte, 4096)
+	for {
+		n, err := brw.Read(buf)
+		got.Write(buf[:n])
+		if _, werr := conn.Write(buf[:n]); werr != nil || err != nil {
+			return
+		}
+		if bytes.Contains(buf[:n], []byte("uptime\n")) {
+			time.Sleep(20 * time.Millisecond) // the guest takes its time
+			_, _ = io.WriteString(conn, " 12:00:00 up 3 days\n")
+		}
+	}
+}
+
+// consoleInput waits for the console session to end and returns what the
+// server read.
+func (f *fakeAPI) consoleInput(t *testing.T) string {
+	t.Helper()
+	select {
+	case <-f.consoleDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the console session did not end")
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.consoleIn.String()
 }
 
 // step moves an instance one phase towards its desired state and reports
@@ -385,6 +607,8 @@ type runOpts struct {
 	// cancelAfterLines cancels the command's context once stdout has that
 	// many lines, to stop a stream.
 	cancelAfterLines int
+	// stdin is what the command reads; nil means nothing (EOF).
+	stdin io.Reader
 }
 
 func (e *testEnv) run(t *testing.T, o runOpts, args ...string) result {
@@ -396,13 +620,19 @@ func (e *testEnv) run(t *testing.T, o runOpts, args ...string) result {
 		stdout.after, stdout.fn = o.cancelAfterLines, cancel
 	}
 	var stderr bytes.Buffer
+	stdin := o.stdin
+	if stdin == nil {
+		stdin = strings.NewReader("")
+	}
 	root := NewRoot(RootOptions{
-		Stdout:       stdout,
-		Stderr:       &stderr,
-		Version:      "v1.2.3",
-		Getenv:       func(k string) string { return e.env[k] },
-		Now:          func() time.Time { return testNow },
-		PollInterval: time.Millisecond,
+		Stdin:         stdin,
+		Stdout:        stdout,
+		Stderr:        &stderr,
+		Version:       "v1.2.3",
+		Getenv:        func(k string) string { return e.env[k] },
+		Now:           func() time.Time { return testNow },
+		PollInterval:  time.Millisecond,
+		ConsoleLinger: 50 * time.Millisecond,
 	})
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)

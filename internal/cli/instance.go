@@ -33,6 +33,8 @@ func (a *app) newInstanceCmd() *cobra.Command {
 		a.newInstanceStartStopCmd("start"),
 		a.newInstanceStartStopCmd("stop"),
 		a.newInstanceRemoveCmd(),
+		a.newConsoleCmd(),
+		a.newLogsCmd(),
 	)
 	return cmd
 }
@@ -45,6 +47,12 @@ type createFlags struct {
 	image   string
 	owner   string
 	stopped bool
+	network string
+	ip      string
+	mac     string
+	storage string
+	probe   string
+	restart string
 	waitFlags
 }
 
@@ -54,9 +62,20 @@ func (a *app) newInstanceCreateCmd() *cobra.Command {
 		Use:   "create NAME",
 		Short: "Create an instance",
 		Long: `Create an instance from an image. Sizes take binary units: 256M, 1.5G, 20GiB.
-The instance starts as soon as a host is chosen, unless --stopped is given.`,
-		Example: "  ferry instance create web-1 --cpus 2 --memory 512M --disk 4G --image demo --wait",
-		Args:    exactlyOneName("instance"),
+The instance starts as soon as a host is chosen, unless --stopped is given.
+
+Its NIC joins --network (default: the network called "default", if any) with
+--ip and --mac, assigned by the server when not given; they stay the same
+wherever the instance runs. --storage shared:/dir puts the disk in a directory
+every host mounts, so the instance can start on any host (instance start --on).
+--probe says how ferry decides the guest is serving: tcp:22,80 (a connect to
+any port succeeds; the default) or http:80/healthz (GET answers 2xx or 3xx).
+--restart says what happens when the VM stops by itself: always (the default),
+on-failure (not after a clean poweroff) or never.`,
+		Example: `  ferry instance create web-1 --cpus 2 --memory 512M --disk 4G --image demo --wait
+  ferry instance create web-2 --network lan --ip 10.77.0.20 --probe http:80/healthz --restart on-failure
+  ferry instance create db-1 --storage shared:/mnt/ferry --probe tcp:5432`,
+		Args: exactlyOneName("instance"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.runInstanceCreate(cmd, args[0], f)
 		},
@@ -65,9 +84,15 @@ The instance starts as soon as a host is chosen, unless --stopped is given.`,
 	fl.IntVar(&f.cpus, "cpus", 1, "virtual CPUs")
 	fl.StringVar(&f.memory, "memory", "256M", "memory, e.g. 256M or 1G")
 	fl.StringVar(&f.disk, "disk", "1G", "disk size, e.g. 1G or 20G")
-	fl.StringVar(&f.image, "image", "demo", "image the disk is cloned from (see `ferry image ls`)")
+	fl.StringVar(&f.image, "image", "demo", "image the disk is cloned from (see: ferry image ls)")
 	fl.StringVar(&f.owner, "owner", "", "customer the instance belongs to, for SLA reports")
 	fl.BoolVar(&f.stopped, "stopped", false, "create the instance without starting it")
+	fl.StringVar(&f.network, "network", "", "network of the instance's NIC (default: \"default\", if it exists)")
+	fl.StringVar(&f.ip, "ip", "", "IPv4 address on the network (default: assigned)")
+	fl.StringVar(&f.mac, "mac", "", "MAC address of the NIC (default: assigned)")
+	fl.StringVar(&f.storage, "storage", "", "where the disk lives: local or shared:/dir (default local)")
+	fl.StringVar(&f.probe, "probe", "", "serving check: tcp:PORT[,PORT...] or http:PORT[/PATH] (default tcp:22,80)")
+	fl.StringVar(&f.restart, "restart", "", "when the VM stops by itself: always, on-failure or never (default always)")
 	f.waitFlags.bind(cmd, "Running (Stopped with --stopped)")
 	return cmd
 }
@@ -87,11 +112,18 @@ func (f *createFlags) createRequest(name string) (api.CreateInstanceRequest, err
 		Name: name,
 		Spec: api.InstanceSpec{
 			CPUs: f.cpus, Memory: mem, Disk: disk, Image: f.image, Owner: f.owner,
-			State: api.DesiredRunning,
+			State:   api.DesiredRunning,
+			Network: f.network, IP: f.ip, MAC: f.mac, Storage: f.storage,
+			RestartPolicy: api.RestartPolicy(f.restart),
 		},
 	}
 	if f.stopped {
 		req.Spec.State = api.DesiredStopped
+	}
+	if f.probe != "" {
+		if req.Spec.Probe, err = parseProbe(f.probe); err != nil {
+			return req, err
+		}
 	}
 	if err := req.Validate(nil); err != nil {
 		return req, fieldToFlag(err)
@@ -116,6 +148,21 @@ func createFlagFor(field string) string {
 		return "--owner"
 	case "spec.state":
 		return "--stopped"
+	case "spec.network":
+		return "--network"
+	case "spec.ip":
+		return "--ip"
+	case "spec.mac":
+		return "--mac"
+	case "spec.storage":
+		return "--storage"
+	case "spec.restartPolicy":
+		return "--restart"
+	case "on":
+		return "--on"
+	}
+	if field == "spec.probe" || strings.HasPrefix(field, "spec.probe.") {
+		return "--probe"
 	}
 	return field
 }
@@ -129,6 +176,15 @@ type flagError struct {
 func (e *flagError) Error() string { return e.flag + ": " + e.msg }
 func (e *flagError) Unwrap() error { return e.err }
 
+// apiField is the field an API error blames, if any.
+func apiField(err error) string {
+	var ae *client.APIError
+	if errors.As(err, &ae) {
+		return ae.Field
+	}
+	return ""
+}
+
 // fieldToFlag rewrites a field error (local, or from the server) so that it
 // names the flag: "spec.memory: must be ..." becomes "--memory: must be ...".
 func fieldToFlag(err error) error {
@@ -138,7 +194,7 @@ func fieldToFlag(err error) error {
 	}
 	var ae *client.APIError
 	if errors.As(err, &ae) && ae.Field != "" {
-		return &flagError{flag: createFlagFor(ae.Field), msg: ae.Message, err: err}
+		return &flagError{flag: createFlagFor(ae.Field), msg: strings.TrimPrefix(ae.Message, ae.Field+": "), err: err}
 	}
 	return err
 }
@@ -156,7 +212,7 @@ func (a *app) runInstanceCreate(cmd *cobra.Command, name string, f *createFlags)
 	inst, err := c.CreateInstance(ctx, req)
 	cancel()
 	if err != nil {
-		if client.IsConflict(err) {
+		if client.IsConflict(err) && (apiField(err) == "" || apiField(err) == "name") {
 			return &messageError{msg: fmt.Sprintf("instance %q already exists", name), err: err}
 		}
 		return explain(fieldToFlag(err), conn, "instance", "")
@@ -221,13 +277,13 @@ func (a *app) newInstanceListCmd() *cobra.Command {
 func (a *app) printInstances(items []api.Instance) error {
 	sort.Slice(items, func(i, j int) bool { return items[i].Name < items[j].Name })
 	now := a.opts.Now()
-	t := newTable(a.stdout(), "NAME", "PHASE", "NODE", "REPLICA", "CPUS", "MEMORY", "DISK", "AGE", "SINCE")
+	t := newTable(a.stdout(), "NAME", "PHASE", "SERVING", "NODE", "REPLICA", "IP", "CPUS", "MEMORY", "DISK", "AGE", "SINCE")
 	for _, in := range items {
 		phase := string(in.Status.Phase)
 		if in.Status.Deleting && in.Status.Phase != api.PhaseDeleting {
 			phase += ",Deleting"
 		}
-		t.row(in.Name, phase, in.Status.Node, in.Status.ReplicaNode,
+		t.row(in.Name, phase, yesNo(in.Status.Serving), in.Status.Node, in.Status.ReplicaNode, in.Spec.IP,
 			strconv.Itoa(in.Spec.CPUs), fmtBytes(in.Spec.Memory), fmtBytes(in.Spec.Disk),
 			ago(now, in.CreatedAt), ago(now, in.Status.Since))
 	}
@@ -276,8 +332,28 @@ func (a *app) printInstance(in *api.Instance) error {
 	}
 	d.add("Phase", phase)
 	d.add("Since", timestamp(now, in.Status.Since))
+	d.add("Serving", serving(now, in.Status))
+	d.add("Boots", strconv.Itoa(in.Status.Boots))
 	d.add("Host", in.Status.Node)
 	d.add("Replica host", in.Status.ReplicaNode)
+	d.add("Network", in.Spec.Network)
+	d.add("IP", in.Spec.IP)
+	d.add("MAC", in.Spec.MAC)
+	storage := in.Spec.Storage
+	if storage == "" {
+		storage = "local"
+	}
+	d.add("Storage", storage)
+	if in.Spec.Probe != nil {
+		d.add("Probe", formatProbe(*in.Spec.Probe))
+	} else {
+		d.add("Probe", formatProbe(api.DefaultProbe())+" (default)")
+	}
+	restart := string(in.Spec.RestartPolicy)
+	if restart == "" {
+		restart = string(api.RestartAlways) + " (default)"
+	}
+	d.add("Restart policy", restart)
 	d.add("Message", in.Status.Message)
 	d.add("Last error", in.Status.LastError)
 	d.add("UID", in.UID)
@@ -285,8 +361,19 @@ func (a *app) printInstance(in *api.Instance) error {
 	return d.flush()
 }
 
+// serving says whether the guest is serving and since when: "yes, since
+// 2025-01-02 03:04:05 UTC (5m ago)".
+func serving(now time.Time, st api.InstanceStatus) string {
+	s := yesNo(st.Serving)
+	if !st.ServingSince.IsZero() {
+		s += ", since " + timestamp(now, st.ServingSince)
+	}
+	return s
+}
+
 func (a *app) newInstanceStartStopCmd(verb string) *cobra.Command {
 	wf := &waitFlags{}
+	var on string
 	target, desired := api.PhaseRunning, api.DesiredRunning
 	short := "Start an instance"
 	if verb == "stop" {
@@ -299,19 +386,31 @@ func (a *app) newInstanceStartStopCmd(verb string) *cobra.Command {
 		Args:  exactlyOneName("instance"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
+			if cmd.Flags().Changed("on") {
+				if err := api.ValidateName("--on", on); err != nil {
+					return err
+				}
+			}
 			c, conn, err := a.newClient()
 			if err != nil {
 				return err
 			}
 			ctx, cancel := a.requestContext(cmd)
 			var inst *api.Instance
-			if verb == "start" {
-				inst, err = c.StartInstance(ctx, name, "")
-			} else {
+			switch {
+			case verb == "stop":
 				inst, err = c.StopInstance(ctx, name, "")
+			case on != "":
+				inst, err = c.StartInstanceOn(ctx, name, on)
+			default:
+				inst, err = c.StartInstance(ctx, name, "")
 			}
 			cancel()
 			if err != nil {
+				if on != "" {
+					// A 404 may be about the node: keep the server's words.
+					return explain(fieldToFlag(err), conn, "instance", "")
+				}
 				return explain(err, conn, "instance", name)
 			}
 			if wf.wait {
@@ -326,11 +425,22 @@ func (a *app) newInstanceStartStopCmd(verb string) *cobra.Command {
 				fmt.Fprintf(a.stdout(), "instance %q is %s\n", name, describePlace(inst))
 				return nil
 			}
-			fmt.Fprintf(a.stdout(), "instance %q: desired state %s (now %s)\n", name, desired, dash(string(inst.Status.Phase)))
+			where := ""
+			if on != "" {
+				where = " on " + on
+			}
+			fmt.Fprintf(a.stdout(), "instance %q: desired state %s%s (now %s)\n", name, desired, where, dash(string(inst.Status.Phase)))
 			return nil
 		},
 	}
 	wf.bind(cmd, string(target))
+	if verb == "start" {
+		cmd.Long = `Start an instance where it is placed. --on NODE starts it on NODE instead,
+moving it there: only for an instance on shared storage (--storage shared:/dir)
+that is not running anywhere.`
+		cmd.Example = "  ferry instance start web-1 --wait\n  ferry instance start db-1 --on n3 --wait"
+		cmd.Flags().StringVar(&on, "on", "", "start on this node, moving the instance there (shared storage only)")
+	}
 	return cmd
 }
 

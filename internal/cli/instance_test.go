@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"runtime"
 	"strings"
@@ -11,21 +12,33 @@ import (
 	"github.com/ferrycluster/ferry/internal/api"
 )
 
-// seed stores a small cluster: two instances, two nodes, three events.
+// seed stores a small cluster: two instances, two nodes, two networks,
+// three events and a console log.
 func seed(f *fakeAPI) {
 	f.addInstance(api.Instance{
 		Meta: api.Meta{Name: "web-1", UID: "u-web", CreatedAt: testNow.Add(-3 * time.Hour)},
-		Spec: api.InstanceSpec{CPUs: 2, Memory: 512 << 20, Disk: 4 << 30, Image: "demo", State: api.DesiredRunning, Owner: "acme"},
+		Spec: api.InstanceSpec{
+			CPUs: 2, Memory: 512 << 20, Disk: 4 << 30, Image: "demo", State: api.DesiredRunning, Owner: "acme",
+			Network: "lan", IP: "10.77.0.20", MAC: "0e:f0:00:12:34:56",
+			Probe: &api.Probe{Type: "http", Ports: []int{80, 8080}, Path: "/healthz"}, RestartPolicy: api.RestartOnFailure,
+		},
 		Status: api.InstanceStatus{
 			Phase: api.PhaseRunning, Node: "n1", ReplicaNode: "n2", Since: testNow.Add(-2 * time.Hour),
 			Message: "up", LastError: "disk resync took 3s",
+			Serving: true, ServingSince: testNow.Add(-110 * time.Minute), Boots: 3,
 		},
 	})
 	f.addInstance(api.Instance{
 		Meta:   api.Meta{Name: "db", CreatedAt: testNow.Add(-50 * time.Hour)},
-		Spec:   api.InstanceSpec{CPUs: 1, Memory: 256 << 20, Disk: 1 << 30, Image: "demo", State: api.DesiredStopped},
+		Spec:   api.InstanceSpec{CPUs: 1, Memory: 256 << 20, Disk: 1 << 30, Image: "demo", State: api.DesiredStopped, Storage: "shared:/mnt/ferry"},
 		Status: api.InstanceStatus{Phase: api.PhaseStopped, Since: testNow.Add(-90 * time.Second)},
 	})
+	f.networks["lan"] = &api.Network{
+		Meta: api.Meta{Name: "lan", UID: "u-lan", ResourceVersion: "3", CreatedAt: testNow.Add(-4 * time.Hour)},
+		CIDR: "10.77.0.0/24", Gateway: "10.77.0.1", Reserved: []string{"10.77.0.2", "10.77.0.3"},
+	}
+	f.networks["empty"] = &api.Network{Meta: api.Meta{Name: "empty", CreatedAt: testNow.Add(-time.Hour)}, CIDR: "10.88.0.0/16"}
+	f.logs["web-1"] = "Booting ferry demo\nweb-1 login: \x1b[0m\nline 3\n"
 	f.addNode(api.Node{
 		Meta: api.Meta{Name: "n1", CreatedAt: testNow.Add(-100 * time.Hour)},
 		Spec: api.NodeSpec{Labels: map[string]string{"zone": "a", "rack": "r1"}},
@@ -70,9 +83,9 @@ func TestInstanceCommands(t *testing.T) {
 			name: "ls",
 			args: []string{"instance", "ls"},
 			wantExact: "" +
-				"NAME    PHASE     NODE   REPLICA   CPUS   MEMORY   DISK   AGE   SINCE\n" +
-				"db      Stopped   -      -         1      256M     1G     2d    90s\n" +
-				"web-1   Running   n1     n2        2      512M     4G     3h    2h\n",
+				"NAME    PHASE     SERVING   NODE   REPLICA   IP           CPUS   MEMORY   DISK   AGE   SINCE\n" +
+				"db      Stopped   no        -      -         -            1      256M     1G     2d    90s\n" +
+				"web-1   Running   yes       n1     n2        10.77.0.20   2      512M     4G     3h    2h\n",
 		},
 		{
 			name:     "aliases",
@@ -133,6 +146,70 @@ func TestInstanceCommands(t *testing.T) {
 			wantErr: `instance "web-1" already exists`,
 		},
 		{
+			name: "create with network, storage, probe and restart policy",
+			args: []string{"instance", "create", "web-2", "--network", "lan", "--ip", "10.77.0.21", "--mac", "0e:f0:00:00:00:21",
+				"--storage", "shared:/mnt/ferry", "--probe", "http:80,8080/healthz", "--restart", "on-failure"},
+			wantOut:  []string{`instance "web-2" created (Pending)`},
+			wantBody: `{"name":"web-2","spec":{"cpus":1,"memory":268435456,"disk":1073741824,"image":"demo","state":"running","network":"lan","mac":"0e:f0:00:00:00:21","ip":"10.77.0.21","storage":"shared:/mnt/ferry","probe":{"type":"http","ports":[80,8080],"path":"/healthz"},"restartPolicy":"on-failure"}}`,
+		},
+		{
+			name:     "create --probe tcp",
+			args:     []string{"instance", "create", "web-2", "--probe", "tcp:22", "--storage", "local"},
+			wantBody: `{"name":"web-2","spec":{"cpus":1,"memory":268435456,"disk":1073741824,"image":"demo","state":"running","storage":"local","probe":{"type":"tcp","ports":[22]}}}`,
+		},
+		{
+			name:     "create bad --probe",
+			args:     []string{"instance", "create", "web-2", "--probe", "udp:53"},
+			wantErr:  `--probe: unknown probe type "udp"`,
+			wantReqs: []string{},
+		},
+		{
+			name:     "create bad --ip",
+			args:     []string{"instance", "create", "web-2", "--ip", "10.77.0.300"},
+			wantErr:  `--ip: "10.77.0.300" is not an IPv4 address such as 10.77.0.20`,
+			wantReqs: []string{},
+		},
+		{
+			name:     "create bad --mac",
+			args:     []string{"instance", "create", "web-2", "--mac", "01:00:5e:00:00:01"},
+			wantErr:  `--mac: "01:00:5e:00:00:01" is a multicast address`,
+			wantReqs: []string{},
+		},
+		{
+			name:     "create bad --storage",
+			args:     []string{"instance", "create", "web-2", "--storage", "shared:mnt"},
+			wantErr:  `--storage: shared storage needs a clean absolute directory, e.g. shared:/mnt/ferry, got "shared:mnt"`,
+			wantReqs: []string{},
+		},
+		{
+			name:     "create unknown --storage",
+			args:     []string{"instance", "create", "web-2", "--storage", "nfs"},
+			wantErr:  `--storage: must be "local" or "shared:/absolute/dir", got "nfs"`,
+			wantReqs: []string{},
+		},
+		{
+			name:     "create bad --restart",
+			args:     []string{"instance", "create", "web-2", "--restart", "sometimes"},
+			wantErr:  `--restart: must be always, on-failure or never, got "sometimes"`,
+			wantReqs: []string{},
+		},
+		{
+			name:     "create bad --network",
+			args:     []string{"instance", "create", "web-2", "--network", "LAN"},
+			wantErr:  `--network: "LAN" is not a valid name`,
+			wantReqs: []string{},
+		},
+		{
+			name:    "create --ip taken (server-side conflict on a field)",
+			args:    []string{"instance", "create", "web-2", "--ip", "10.77.0.20"},
+			wantErr: `--ip: address 10.77.0.20 is already used by instance "web-1"`,
+		},
+		{
+			name:    "create --mac taken (field repeated in the message)",
+			args:    []string{"instance", "create", "web-2", "--mac", "0e:f0:00:12:34:56"},
+			wantErr: `--mac: mac 0e:f0:00:12:34:56 is used by instance "web-1"`,
+		},
+		{
 			name:    "create --cpus not a number",
 			args:    []string{"instance", "create", "web-2", "--cpus", "two"},
 			wantErr: `invalid argument "two" for "--cpus" flag`,
@@ -173,6 +250,23 @@ func TestInstanceCommands(t *testing.T) {
 			wantOut: []string{"Name:", "web-1", "Owner:", "acme", "512M", "Desired state:", "running", "Host:", "n1", "Replica host:", "n2", "Last error:", "disk resync took 3s", "(2h ago)", "Resource version:"},
 		},
 		{
+			name: "show network, storage, probe, serving",
+			args: []string{"instance", "show", "web-1"},
+			wantOut: []string{
+				detail("Network", "lan"), detail("IP", "10.77.0.20"), detail("MAC", "0e:f0:00:12:34:56"),
+				detail("Storage", "local"), detail("Probe", "http:80,8080/healthz"), detail("Restart policy", "on-failure"),
+				strings.TrimSuffix(detail("Serving", "yes, since "), "\n"), "(1h50m ago)\n", detail("Boots", "3"),
+			},
+		},
+		{
+			name: "show defaults",
+			args: []string{"instance", "show", "db"},
+			wantOut: []string{
+				detail("Storage", "shared:/mnt/ferry"), detail("Probe", "tcp:22,80 (default)"), detail("Restart policy", "always (default)"),
+				detail("Serving", "no"), detail("Boots", "0"), detail("Network", "-"),
+			},
+		},
+		{
 			name:    "show missing",
 			args:    []string{"instance", "show", "x"},
 			wantErr: `instance "x" not found`,
@@ -192,6 +286,45 @@ func TestInstanceCommands(t *testing.T) {
 			args:     []string{"instance", "start", "db"},
 			wantOut:  []string{`instance "db": desired state running (now Stopped)`},
 			wantReqs: []string{"POST /v1/instances/db/start"},
+		},
+		{
+			name:     "start --on",
+			args:     []string{"instance", "start", "db", "--on", "n3"},
+			wantOut:  []string{`instance "db": desired state running on n3 (now Stopped)`},
+			wantReqs: []string{"POST /v1/instances/db/start?on=n3"},
+		},
+		{
+			name:     "start --on --wait",
+			args:     []string{"instance", "start", "db", "--on", "n3", "--wait"},
+			autoStep: true,
+			wantOut:  []string{`instance "db" is Running on n3`},
+			wantProg: []string{"instance/db  Starting on n3: booting\n"},
+		},
+		{
+			name:    "start --on a local disk",
+			args:    []string{"instance", "start", "web-1", "--on", "n3"},
+			wantErr: `--on: instance "web-1" has a local disk on n1: moving it needs a migration, not a start elsewhere`,
+		},
+		{
+			name:    "start --on unknown node",
+			args:    []string{"instance", "start", "db", "--on", "n9"},
+			wantErr: `node "n9" not found (not_found)`,
+		},
+		{
+			name:    "start --on missing instance",
+			args:    []string{"instance", "start", "x", "--on", "n3"},
+			wantErr: `instance "x" not found (not_found)`,
+		},
+		{
+			name:     "start --on empty",
+			args:     []string{"instance", "start", "db", "--on", ""},
+			wantErr:  "--on: is required",
+			wantReqs: []string{},
+		},
+		{
+			name:    "stop has no --on",
+			args:    []string{"instance", "stop", "db", "--on", "n3"},
+			wantErr: "unknown flag: --on",
 		},
 		{
 			name:     "start --wait",
@@ -300,6 +433,8 @@ func TestJSONOutput(t *testing.T) {
 		{name: "node ls", args: []string{"--json", "node", "ls"}, into: func() any { return &api.List[api.Node]{} }, want: api.List[api.Node]{Items: []api.Node{*ref.nodes["n1"], *ref.nodes["n2"]}}},
 		{name: "node show", args: []string{"--json", "node", "show", "n2"}, into: func() any { return &api.Node{} }, want: *ref.nodes["n2"]},
 		{name: "image ls", args: []string{"--json", "image", "ls"}, into: func() any { return &api.List[api.Image]{} }, want: api.List[api.Image]{Items: ref.images}},
+		{name: "network ls", args: []string{"--json", "network", "ls"}, into: func() any { return &api.List[api.Network]{} }, want: api.List[api.Network]{Items: []api.Network{*ref.networks["lan"], *ref.networks["empty"]}}},
+		{name: "network show", args: []string{"--json", "net", "show", "lan"}, into: func() any { return &api.Network{} }, want: *ref.networks["lan"]},
 		{name: "events --no-watch", args: []string{"--json", "events", "--no-watch"}, into: func() any { return &api.List[api.Event]{} }, want: api.List[api.Event]{Items: ref.events}},
 		{name: "version", args: []string{"--json", "version"}, into: func() any { return &versionInfo{} }, want: versionInfo{
 			Client: api.Version{Version: "v1.2.3", GoVersion: runtime.Version()},
@@ -341,3 +476,6 @@ func normalise(v any) any {
 	_ = json.Unmarshal(data, &out)
 	return out
 }
+
+// detail is one line of a `show` verb's output.
+func detail(key, value string) string { return fmt.Sprintf("%-19s%s\n", key+":", value) }

@@ -15,9 +15,14 @@ import (
 // RootOptions configures [NewRoot]. The zero value is what a real process
 // wants; tests replace the writers, the environment and the clock.
 type RootOptions struct {
+	// Stdin is what `ferry console` sends to the guest; nil means os.Stdin.
+	// When it is a terminal (an *os.File that is one), console puts it in
+	// raw mode for the session.
+	Stdin io.Reader
 	// Stdout receives command output; nil means os.Stdout.
 	Stdout io.Writer
-	// Stderr receives errors and --wait progress; nil means os.Stderr.
+	// Stderr receives errors and progress (--wait, uploads, builds); nil
+	// means os.Stderr.
 	Stderr io.Writer
 	// Version is this binary's version, shown by `ferry version`; empty
 	// means "dev".
@@ -36,8 +41,12 @@ type RootOptions struct {
 	// PollInterval is how often --wait polls an instance; 0 means 1s.
 	PollInterval time.Duration
 	// RequestTimeout bounds each API call of a verb, but not an event
-	// stream or a --wait; 0 means 30s.
+	// stream, a console session, an upload or a --wait; 0 means 30s.
 	RequestTimeout time.Duration
+	// ConsoleLinger is how long `ferry console` goes on printing the
+	// guest's output once stdin has ended, counted from the last output
+	// (socat -t waits the same way); 0 means 1s.
+	ConsoleLinger time.Duration
 }
 
 // Globals holds the values of the global flags of a root built by
@@ -111,6 +120,9 @@ type app struct {
 // a hint to --help. cmd/ferry should exit non-zero when Execute returns an
 // error.
 func NewRoot(opts RootOptions) *cobra.Command {
+	if opts.Stdin == nil {
+		opts.Stdin = os.Stdin
+	}
 	if opts.Stdout == nil {
 		opts.Stdout = os.Stdout
 	}
@@ -134,6 +146,9 @@ func NewRoot(opts RootOptions) *cobra.Command {
 	}
 	if opts.RequestTimeout <= 0 {
 		opts.RequestTimeout = 30 * time.Second
+	}
+	if opts.ConsoleLinger <= 0 {
+		opts.ConsoleLinger = time.Second
 	}
 	a := &app{opts: opts, g: opts.Globals}
 
@@ -176,6 +191,9 @@ FERRY_TOKEN and FERRY_CA_FILE, else the current context of the config file.`,
 		a.newInstanceCmd(),
 		a.newNodeCmd(),
 		a.newImageCmd(),
+		a.newNetworkCmd(),
+		a.newConsoleCmd(),
+		a.newLogsCmd(),
 		a.newEventsCmd(),
 	)
 	return root
@@ -224,6 +242,7 @@ func (a *app) requestContext(cmd *cobra.Command) (context.Context, context.Cance
 	return context.WithTimeout(cmd.Context(), a.opts.RequestTimeout)
 }
 
-// stdout and stderr are the tree's writers.
+// stdin, stdout and stderr are the tree's streams.
+func (a *app) stdin() io.Reader  { return a.opts.Stdin }
 func (a *app) stdout() io.Writer { return a.opts.Stdout }
 func (a *app) stderr() io.Writer { return a.opts.Stderr }

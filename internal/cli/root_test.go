@@ -88,7 +88,7 @@ func TestHelpListsVerbs(t *testing.T) {
 	if err := root.Execute(); err != nil {
 		t.Fatal(err)
 	}
-	for _, verb := range []string{"version", "instance", "node", "image", "events", "--server", "--token", "--ca-file", "--config", "--log-format", "--json"} {
+	for _, verb := range []string{"version", "instance", "node", "image", "network", "console", "logs", "events", "--server", "--token", "--ca-file", "--config", "--log-format", "--json"} {
 		if !strings.Contains(out.String(), verb) {
 			t.Errorf("help lacks %q:\n%s", verb, out.String())
 		}

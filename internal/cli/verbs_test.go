@@ -81,9 +81,9 @@ func TestNodeImageVersionCommands(t *testing.T) {
 			name: "image ls",
 			args: []string{"image", "ls"},
 			wantExact: "" +
-				"NAME     SOURCE                   SIZE   AGE\n" +
-				"broken   /srv/images/broken.img   -      90s\n" +
-				"demo     builtin:demo             64M    3d\n",
+				"NAME     READY   SIZE   SHA256         SOURCE                   AGE\n" +
+				"broken   no      -      -              /srv/images/broken.img   90s\n" +
+				"demo     yes     64M    9f86d081884c   builtin:demo             3d\n",
 		},
 		{
 			name:    "version",

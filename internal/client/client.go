@@ -46,6 +46,9 @@ type Client struct {
 	base  string // scheme://host[:port][/prefix], no trailing slash
 	token string
 	hc    *http.Client
+	// upgrade makes protocol-switching requests ([Client.Console]): HTTP/1.1
+	// only, as HTTP/2 has no Upgrade, and no connection reuse.
+	upgrade *http.Client
 }
 
 // New returns a client for cfg. It does no I/O: a server that is down is
@@ -76,12 +79,23 @@ func New(cfg Config) (*Client, error) {
 		IdleConnTimeout:       90 * time.Second,
 		ExpectContinueTimeout: time.Second,
 	}
-	hc := &http.Client{
-		Transport: tr,
-		// A redirect would send the token elsewhere; the API never redirects.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	// A redirect would send the token elsewhere; the API never redirects.
+	noRedirect := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	hc := &http.Client{Transport: tr, CheckRedirect: noRedirect}
+	upTr := &http.Transport{
+		Proxy:               tr.Proxy,
+		DialContext:         tr.DialContext,
+		TLSClientConfig:     tlsCfg.Clone(),
+		TLSHandshakeTimeout: tr.TLSHandshakeTimeout,
+		// The server answers once it reaches the agent; the stream after
+		// the 101 has no deadline.
+		ResponseHeaderTimeout: 30 * time.Second,
+		// A non-nil empty map turns HTTP/2 off: TLS offers only http/1.1.
+		TLSNextProto:      map[string]func(string, *tls.Conn) http.RoundTripper{},
+		DisableKeepAlives: true,
 	}
-	return &Client{base: base, token: cfg.Token, hc: hc}, nil
+	upgrade := &http.Client{Transport: upTr, CheckRedirect: noRedirect}
+	return &Client{base: base, token: cfg.Token, hc: hc, upgrade: upgrade}, nil
 }
 
 // parseServer checks a server address and returns it as a base URL.
@@ -114,14 +128,52 @@ func (c *Client) Server() string { return c.base }
 // CloseIdleConnections closes connections kept open for reuse.
 func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
 
-// send makes one request and returns the response when its status is 2xx;
-// otherwise it reads the body into an [*APIError]. The caller closes the
-// body of a returned response.
-func (c *Client) send(ctx context.Context, method, path string, query url.Values, in any) (*http.Response, error) {
+// newRequest builds a request for path with the headers every call sends.
+func (c *Client) newRequest(ctx context.Context, method, path string, query url.Values, body io.Reader) (*http.Request, error) {
 	target := c.base + path
 	if len(query) > 0 {
 		target += "?" + query.Encode()
 	}
+	req, err := http.NewRequestWithContext(ctx, method, target, body)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", "ferry-client")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	return req, nil
+}
+
+// roundTrip sends req with hc. A transport error names the request's URL.
+func roundTrip(hc *http.Client, req *http.Request) (*http.Response, error) {
+	resp, err := hc.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("%s %s: %w", req.Method, req.URL, err)
+	}
+	return resp, nil
+}
+
+// check returns resp when its status is 2xx; otherwise it reads and closes
+// the body and returns it as an [*APIError].
+func check(resp *http.Response) (*http.Response, error) {
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBytes))
+		return nil, newAPIError(resp.StatusCode, data)
+	}
+	return resp, nil
+}
+
+// send makes one request and returns the response when its status is 2xx;
+// otherwise it reads the body into an [*APIError]. The caller closes the
+// body of a returned response.
+func (c *Client) send(ctx context.Context, method, path string, query url.Values, in any) (*http.Response, error) {
 	var body io.Reader
 	if in != nil {
 		data, err := json.Marshal(in)
@@ -130,32 +182,18 @@ func (c *Client) send(ctx context.Context, method, path string, query url.Values
 		}
 		body = bytes.NewReader(data)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, target, body)
+	req, err := c.newRequest(ctx, method, path, query, body)
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+		return nil, err
 	}
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", "ferry-client")
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.hc.Do(req)
+	resp, err := roundTrip(c.hc, req)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return nil, fmt.Errorf("%s %s: %w", method, target, err)
+		return nil, err
 	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		defer resp.Body.Close()
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBytes))
-		return nil, newAPIError(resp.StatusCode, data)
-	}
-	return resp, nil
+	return check(resp)
 }
 
 // do makes one request and decodes a 2xx body into out (unless out is nil
@@ -166,20 +204,29 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		return 0, err
 	}
 	defer resp.Body.Close()
+	if err := decode(resp, method, path, out); err != nil {
+		return 0, err
+	}
+	return resp.StatusCode, nil
+}
+
+// decode reads a response body of at most maxResponseBytes and decodes it
+// into out, unless out is nil or the body is empty.
+func decode(resp *http.Response, method, path string, out any) error {
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
 	if err != nil {
-		return 0, fmt.Errorf("%s %s: reading response: %w", method, path, err)
+		return fmt.Errorf("%s %s: reading response: %w", method, path, err)
 	}
 	if len(data) > maxResponseBytes {
-		return 0, fmt.Errorf("%s %s: response larger than %d bytes", method, path, maxResponseBytes)
+		return fmt.Errorf("%s %s: response larger than %d bytes", method, path, maxResponseBytes)
 	}
 	if out != nil && len(bytes.TrimSpace(data)) > 0 {
 		// Not strict: a newer server may add fields.
 		if err := json.Unmarshal(data, out); err != nil {
-			return 0, fmt.Errorf("%s %s: decoding response: %w", method, path, err)
+			return fmt.Errorf("%s %s: decoding response: %w", method, path, err)
 		}
 	}
-	return resp.StatusCode, nil
+	return nil
 }
 
 // objectPath returns collection/name with name escaped, refusing an empty
@@ -242,6 +289,25 @@ func (c *Client) UpdateInstance(ctx context.Context, inst *api.Instance) (*api.I
 // resourceVersion makes the call conditional ([IsConflict] if stale).
 func (c *Client) StartInstance(ctx context.Context, name, resourceVersion string) (*api.Instance, error) {
 	return c.instanceAction(ctx, name, "start", resourceVersion)
+}
+
+// StartInstanceOn starts the instance on the named node, moving it there.
+// The server allows this only for an instance on shared storage that is not
+// running anywhere (phase Stopped, Failed or Pending); otherwise the error
+// is an [*APIError] whose Field is "on" and whose Message says why.
+func (c *Client) StartInstanceOn(ctx context.Context, name, node string) (*api.Instance, error) {
+	p, err := objectPath("instance", "/v1/instances", name)
+	if err != nil {
+		return nil, err
+	}
+	if node == "" {
+		return nil, errors.New("client: node name is empty")
+	}
+	var inst api.Instance
+	if _, err := c.do(ctx, http.MethodPost, p+"/start", url.Values{"on": {node}}, nil, &inst); err != nil {
+		return nil, err
+	}
+	return &inst, nil
 }
 
 // StopInstance sets the instance's desired state to stopped. A non-empty

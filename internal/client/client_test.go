@@ -174,6 +174,7 @@ func TestMethods(t *testing.T) {
 	}
 	node := api.Node{Meta: api.Meta{Name: "n1"}, Status: api.NodeStatus{State: api.NodeReady, Capacity: api.Resources{CPUs: 4}}}
 	img := api.Image{Meta: api.Meta{Name: "demo"}, Source: "builtin:demo", Size: 1 << 30}
+	network := api.Network{Meta: api.Meta{Name: "lan", CreatedAt: created}, CIDR: "10.77.0.0/24", Gateway: "10.77.0.1", Reserved: []string{"10.77.0.2"}}
 	ev := api.Event{ID: "1", Time: created, Kind: api.KindInstance, Name: "web-1", Type: "Running", Node: "n1"}
 
 	tests := []struct {
@@ -324,6 +325,61 @@ func TestMethods(t *testing.T) {
 			wantResult: &img,
 		},
 		{
+			name:       "StartInstanceOn",
+			call:       func(ctx context.Context, c *Client) (any, error) { return c.StartInstanceOn(ctx, "web-1", "n3") },
+			respBody:   inst,
+			want:       request{Method: "POST", Path: "/v1/instances/web-1/start", Query: "on=n3"},
+			wantResult: &inst,
+		},
+		{
+			name:       "DeleteImage",
+			call:       func(ctx context.Context, c *Client) (any, error) { return nil, c.DeleteImage(ctx, "demo") },
+			status:     http.StatusNoContent,
+			want:       request{Method: "DELETE", Path: "/v1/images/demo"},
+			wantResult: nil,
+		},
+		{
+			name:       "ListNetworks",
+			call:       func(ctx context.Context, c *Client) (any, error) { return c.ListNetworks(ctx) },
+			respBody:   api.List[api.Network]{Items: []api.Network{network}},
+			want:       request{Method: "GET", Path: "/v1/networks"},
+			wantResult: &api.List[api.Network]{Items: []api.Network{network}},
+		},
+		{
+			name:       "GetNetwork",
+			call:       func(ctx context.Context, c *Client) (any, error) { return c.GetNetwork(ctx, "lan") },
+			respBody:   network,
+			want:       request{Method: "GET", Path: "/v1/networks/lan"},
+			wantResult: &network,
+		},
+		{
+			name: "CreateNetwork sends only what a user sets",
+			call: func(ctx context.Context, c *Client) (any, error) {
+				return c.CreateNetwork(ctx, api.Network{Meta: api.Meta{Name: "lan", UID: "ignored"}, CIDR: "10.77.0.0/24"})
+			},
+			status:     http.StatusCreated,
+			respBody:   network,
+			want:       request{Method: "POST", Path: "/v1/networks", ContentType: "application/json", Body: `{"name":"lan","cidr":"10.77.0.0/24"}`},
+			wantResult: &network,
+		},
+		{
+			name: "CreateNetwork with gateway and reserved",
+			call: func(ctx context.Context, c *Client) (any, error) {
+				return c.CreateNetwork(ctx, network)
+			},
+			status:     http.StatusCreated,
+			respBody:   network,
+			want:       request{Method: "POST", Path: "/v1/networks", ContentType: "application/json", Body: `{"name":"lan","cidr":"10.77.0.0/24","gateway":"10.77.0.1","reserved":["10.77.0.2"]}`},
+			wantResult: &network,
+		},
+		{
+			name:       "DeleteNetwork",
+			call:       func(ctx context.Context, c *Client) (any, error) { return nil, c.DeleteNetwork(ctx, "lan") },
+			respBody:   network,
+			want:       request{Method: "DELETE", Path: "/v1/networks/lan"},
+			wantResult: nil,
+		},
+		{
 			name:       "ListEvents with limit",
 			call:       func(ctx context.Context, c *Client) (any, error) { return c.ListEvents(ctx, 5) },
 			respBody:   api.List[api.Event]{Items: []api.Event{ev}},
@@ -410,6 +466,13 @@ func TestEmptyNameRefused(t *testing.T) {
 		"UpdateInstance": func() error { _, err := c.UpdateInstance(ctx, &api.Instance{}); return err },
 		"DeleteNode":     func() error { return c.DeleteNode(ctx, "", false) },
 		"GetImage":       func() error { _, err := c.GetImage(ctx, ""); return err },
+		"DeleteImage":    func() error { return c.DeleteImage(ctx, "") },
+		"UploadImage":    func() error { _, err := c.UploadImage(ctx, "", strings.NewReader("x"), 1, nil); return err },
+		"GetNetwork":     func() error { _, err := c.GetNetwork(ctx, ""); return err },
+		"DeleteNetwork":  func() error { return c.DeleteNetwork(ctx, "") },
+		"StartOn":        func() error { _, err := c.StartInstanceOn(ctx, "", "n1"); return err },
+		"InstanceLogs":   func() error { _, err := c.InstanceLogs(ctx, "", 0); return err },
+		"Console":        func() error { _, err := c.Console(ctx, ""); return err },
 	}
 	for name, call := range calls {
 		if err := call(); err == nil || !strings.Contains(err.Error(), "name is empty") {
