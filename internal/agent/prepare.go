@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/ferrycluster/ferry/internal/api"
 	"github.com/ferrycluster/ferry/internal/image"
@@ -96,23 +95,20 @@ func (w *worker) prepare(ctx context.Context, inst *api.Instance, nw *api.Networ
 		return spec, fmt.Errorf("boot files of %s: %w", w.name, err)
 	}
 	spec.Kernel, spec.Initrd = kernel, initrd
-	args := []string{"console=ttyS0", "root=/dev/vda", "rw", "panic=5", "ferry.name=" + inst.Name}
+	var ipCIDR, gw string
 	if nw != nil && inst.Spec.IP != "" {
 		pfx, err := netip.ParsePrefix(nw.CIDR)
 		if err != nil {
 			return spec, fmt.Errorf("network %s: %w", nw.Name, err)
 		}
-		args = append(args, fmt.Sprintf("ferry.ip=%s/%d", inst.Spec.IP, pfx.Bits()))
-		if nw.Gateway != "" {
-			args = append(args, "ferry.gw="+nw.Gateway)
-		}
+		ipCIDR, gw = fmt.Sprintf("%s/%d", inst.Spec.IP, pfx.Bits()), nw.Gateway
 		tap := netid.TapName(inst.Name)
 		if err := netid.EnsureTap(tap, a.bridge, 0); err != nil {
 			return spec, fmt.Errorf("network of %s: %w", w.name, err)
 		}
 		spec.TapName, spec.MAC = tap, inst.Spec.MAC
 	}
-	spec.Cmdline = strings.Join(args, " ")
+	spec.Cmdline = image.BootArgs(inst.Name, ipCIDR, gw)
 	return spec, nil
 }
 
