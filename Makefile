@@ -11,13 +11,18 @@ STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo "$$($(GO) env 
 # Every .go file of the project (testdata may hold deliberately odd Go).
 GOFILES = $(shell find . -name '*.go' -not -path './.git/*' -not -path '*/testdata/*' -not -path './bin/*')
 
-.PHONY: all build test lint fmt-check vet staticcheck test-go fuzz
+.PHONY: all build dev test lint fmt-check vet staticcheck test-go fuzz
 
 all: build
 
 ## build: compile the ferry binary into bin/ferry.
 build:
 	$(GO) build -o bin/ferry ./cmd/ferry
+
+## dev: build, then run a local cluster: 3 simulated hosts with real VMs
+## (as root; without root or QEMU it falls back to the fake driver).
+dev: build
+	bin/ferry dev
 
 ## test: lint, then every test with the race detector.
 test: lint test-go

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 	"github.com/ferrycluster/ferry/internal/server"
 	"github.com/ferrycluster/ferry/internal/vmm"
 	"github.com/ferrycluster/ferry/internal/vmm/fake"
+	"github.com/ferrycluster/ferry/internal/vmm/qemu"
 	"github.com/spf13/cobra"
 )
 
@@ -63,18 +66,21 @@ start it creates the cluster CA and an admin API token, printed once.`,
 }
 
 // newDriver returns the VMM driver named by --driver.
-func newDriver(name string) (vmm.Driver, error) {
+func newDriver(ctx context.Context, name, accel string, log *slog.Logger) (vmm.Driver, error) {
 	switch name {
 	case "fake":
 		return fake.New(), nil
+	case "qemu":
+		return qemu.New(ctx, qemu.Config{Accel: accel, Logger: log})
 	}
-	return nil, fmt.Errorf("--driver: %q is not a known driver (available: fake)", name)
+	return nil, fmt.Errorf("--driver: %q is not a known driver (available: qemu, fake)", name)
 }
 
 func newAgentCmd(g *cli.Globals) *cobra.Command {
 	var (
 		cfg          agent.Config
 		driver       string
+		accel        string
 		memory, disk string
 	)
 	cmd := &cobra.Command{
@@ -100,7 +106,7 @@ used from then on.`,
 				}
 				cfg.Capacity.Disk = v
 			}
-			d, err := newDriver(driver)
+			d, err := newDriver(cmd.Context(), driver, accel, log)
 			if err != nil {
 				return err
 			}
@@ -121,7 +127,10 @@ used from then on.`,
 	f.StringVar(&memory, "memory", "", "memory offered to instances, e.g. 16G (default: all)")
 	f.StringVar(&disk, "disk", "", "disk offered to instances, e.g. 500G (default: free space of --state-dir)")
 	f.StringVar(&cfg.Address, "address", "", "address of this host reported to the cluster")
-	f.StringVar(&driver, "driver", "fake", "VMM driver: fake")
+	f.StringVar(&driver, "driver", "qemu", "VMM driver: qemu, or fake (no processes; for tests and trying the control plane)")
+	f.StringVar(&accel, "accel", "auto", "QEMU accelerator: auto (probe KVM, fall back to TCG), kvm or tcg")
+	f.StringVar(&cfg.Bridge, "bridge", "ferrybr0", "host bridge that instance taps join (it must connect to the instances' LAN)")
+	f.StringVar(&cfg.APIAddr, "api-listen", ":7445", "address where servers reach this agent (console, logs); empty disables")
 	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", time.Second, "time between heartbeats")
 	f.StringVar(&cfg.ListenAddr, "listen", "127.0.0.1:7444", "address for /metrics and /healthz (empty disables)")
 	return cmd

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"time"
@@ -14,6 +17,7 @@ import (
 	"github.com/ferrycluster/ferry/internal/cli"
 	"github.com/ferrycluster/ferry/internal/client"
 	"github.com/ferrycluster/ferry/internal/server"
+	"github.com/ferrycluster/ferry/internal/testcluster"
 	"github.com/spf13/cobra"
 )
 
@@ -29,6 +33,8 @@ type devOptions struct {
 	memory      string
 	disk        string
 	readyFile   string
+	accel       string
+	noDemo      bool
 }
 
 func newDevCmd(g *cli.Globals) *cobra.Command {
@@ -58,7 +64,9 @@ everything and removes the data unless --keep.`,
 	f.StringVar(&o.listen, "listen", "127.0.0.1:7443", "HTTPS address of the server")
 	f.BoolVar(&o.keep, "keep", false, "keep the data directory on exit")
 	f.StringVar(&o.contextName, "context", "dev", "CLI config context to create and make current")
-	f.StringVar(&o.driver, "driver", "fake", "VMM driver of the agents: fake")
+	f.StringVar(&o.driver, "driver", "auto", "VMM driver of the agents: qemu (real VMs on simulated hosts; needs root), fake, or auto (qemu when possible)")
+	f.StringVar(&o.accel, "accel", "auto", "QEMU accelerator for the qemu driver: auto (probe KVM, fall back to TCG), kvm or tcg")
+	f.BoolVar(&o.noDemo, "no-demo", false, "with real VMs, do not create the two demo instances")
 	f.IntVar(&o.cpus, "node-cpus", 4, "CPUs each simulated host offers")
 	f.StringVar(&o.memory, "node-memory", "8G", "memory each simulated host offers")
 	f.StringVar(&o.disk, "node-disk", "100G", "disk each simulated host offers")
@@ -105,9 +113,25 @@ func runDev(ctx context.Context, cmd *cobra.Command, g *cli.Globals, o devOption
 	defer wg.Wait()
 	defer stop()
 
+	realVMs, err := chooseDevDriver(&o, out)
+	if err != nil {
+		return err
+	}
+	var hc *testcluster.Cluster
+	var hosts []string
+	if realVMs {
+		if hc, err = devHosts(runCtx, o.agents, out); err != nil {
+			return err
+		}
+		defer hc.Close()
+		_, port, _ := net.SplitHostPort(o.listen)
+		o.listen = net.JoinHostPort(hc.RootIP().String(), port)
+		hosts = append(hosts, hc.RootIP().String())
+	}
+
 	srv, err := server.New(runCtx, server.Config{
 		DataDir: filepath.Join(dir, "server"), Listen: o.listen, Logger: log.With("component", "server"),
-		Version: version, AdminTokenFile: filepath.Join(dir, "admin.token"),
+		Version: version, AdminTokenFile: filepath.Join(dir, "admin.token"), Hosts: hosts,
 	})
 	if err != nil {
 		return err
@@ -148,7 +172,14 @@ func runDev(ctx context.Context, cmd *cobra.Command, g *cli.Globals, o devOption
 			}
 			joinToken = jt.Token
 		}
-		d, err := newDriver(o.driver)
+		if realVMs {
+			h := hc.Hosts()[i-1]
+			if err := startDevAgent(runCtx, h, name, srv.URL(), joinToken, stateDir, o.accel, logFile); err != nil {
+				return fmt.Errorf("agent on %s: %w", h.Name, err)
+			}
+			continue
+		}
+		d, err := newDriver(runCtx, o.driver, "", log)
 		if err != nil {
 			return err
 		}
@@ -184,6 +215,35 @@ func runDev(ctx context.Context, cmd *cobra.Command, g *cli.Globals, o devOption
 		return err
 	}
 	defer restore()
+
+	if realVMs {
+		if err := devNetwork(runCtx, c, hc); err != nil {
+			return err
+		}
+		if err := devImage(runCtx, c, dir, out); err != nil {
+			return fmt.Errorf("demo image: %w", err)
+		}
+		var insts []*api.Instance
+		if !o.noDemo {
+			fmt.Fprintln(out, "starting two demo instances (real VMs under QEMU)...")
+			shared := filepath.Join(dir, "shared")
+			if err := os.MkdirAll(shared, 0o700); err != nil {
+				return err
+			}
+			if insts, err = devInstances(runCtx, c, shared, []string{"web-1", "web-2"}); err != nil {
+				return err
+			}
+		}
+		printDevVMs(out, o, hc, srv.URL(), dir, logFile.Name(), cfgPath, time.Since(start), insts)
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(out, "\nferry dev: stopping")
+			stop()
+			return nil
+		case err := <-errc:
+			return err
+		}
+	}
 
 	fmt.Fprintf(out, `ferry dev: %d nodes Ready in %.1fs (server %s, data %s)
   logs:        %s
@@ -274,4 +334,58 @@ func trimNL(b []byte) []byte {
 		b = b[:len(b)-1]
 	}
 	return b
+}
+
+// chooseDevDriver resolves --driver auto: real VMs when this process can
+// build simulated hosts and run QEMU, else the fake driver, saying why.
+func chooseDevDriver(o *devOptions, out io.Writer) (bool, error) {
+	switch o.driver {
+	case "qemu":
+		return true, nil
+	case "fake":
+		return false, nil
+	case "auto":
+		if err := testcluster.Preflight(); err != nil {
+			fmt.Fprintf(out, "ferry dev: using the fake driver (no real VMs): %v\n", err)
+			o.driver = "fake"
+			return false, nil
+		}
+		if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+			fmt.Fprintln(out, "ferry dev: using the fake driver (no real VMs): qemu-system-x86_64 not found; run scripts/setup")
+			o.driver = "fake"
+			return false, nil
+		}
+		o.driver = "qemu"
+		return true, nil
+	}
+	return false, fmt.Errorf("--driver: %q is not qemu, fake or auto", o.driver)
+}
+
+func printDevVMs(out io.Writer, o devOptions, hc *testcluster.Cluster, url, dir, logPath, cfgPath string, took time.Duration, insts []*api.Instance) {
+	fmt.Fprintf(out, "\nferry dev: %d simulated hosts with real VMs, ready in %.0fs (server %s, data %s)\n", o.agents, took.Seconds(), url, dir)
+	fmt.Fprintf(out, "  logs:        %s\n  CLI context: %q in %s\n\n", logPath, o.contextName, cfgPath)
+	if len(insts) > 0 {
+		fmt.Fprintln(out, "Your instances answer on the simulated LAN (from this machine):")
+		for _, in := range insts {
+			fmt.Fprintf(out, "  curl http://%s/        # %s, running on %s\n", in.Spec.IP, in.Name, in.Status.Node)
+		}
+		fmt.Fprintln(out)
+	}
+	fmt.Fprintln(out, "Try:")
+	fmt.Fprintln(out, "  ferry instance ls; ferry node ls; ferry events")
+	if len(insts) > 0 {
+		in := insts[0]
+		other := devNodeName(hc.Hosts()[0])
+		if other == in.Status.Node && len(hc.Hosts()) > 1 {
+			other = devNodeName(hc.Hosts()[1])
+		}
+		fmt.Fprintf(out, "  ferry instance stop %s --wait && ferry instance start %s --on %s --wait   # move it; same IP, same disk\n", in.Name, in.Name, other)
+		fmt.Fprintf(out, "  ferry console %s      # its serial console (Ctrl-] to leave); ferry logs %s\n", in.Name, in.Name)
+		for _, h := range hc.Hosts() {
+			if devNodeName(h) == in.Status.Node {
+				fmt.Fprintf(out, "  ip netns pids %s | xargs kill -9    # kill the host %s runs on (failover comes with replicated disks)\n", h.Namespace, in.Name)
+			}
+		}
+	}
+	fmt.Fprintln(out, "\nPress Ctrl-C to stop the cluster (VMs, hosts and data are removed).")
 }
