@@ -135,6 +135,7 @@ func New(cfg Config) (*Agent, error) {
 		joined:     saved != nil,
 		workers:    make(map[string]*worker),
 		bridge:     cfg.Bridge,
+		apiAddr:    cfg.APIAddr,
 		imageLocks: map[string]*sync.Mutex{},
 	}
 	if a.bridge == "" {

@@ -62,16 +62,24 @@ func (a *Agent) onlyServers(next http.Handler) http.Handler {
 			http.Error(w, "only ferry servers may call the agent", http.StatusForbidden)
 			return
 		}
-		if err := api.ValidateName("name", r.PathValue("name")); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
 		next.ServeHTTP(w, r)
 	})
 }
 
+// validName checks the instance name in the path (it names a directory).
+func validName(w http.ResponseWriter, r *http.Request) bool {
+	if err := api.ValidateName("name", r.PathValue("name")); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return false
+	}
+	return true
+}
+
 // apiLog answers the tail of a VM's console log.
 func (a *Agent) apiLog(w http.ResponseWriter, r *http.Request) {
+	if !validName(w, r) {
+		return
+	}
 	path := filepath.Join(a.vmDir(r.PathValue("name")), consoleLogName)
 	f, err := os.Open(path)
 	if err != nil {
@@ -117,6 +125,9 @@ func tailLines(data []byte, n int) []byte {
 // apiConsole upgrades the connection and splices it to the VM's serial
 // console socket, read-write, until either side closes.
 func (a *Agent) apiConsole(w http.ResponseWriter, r *http.Request) {
+	if !validName(w, r) {
+		return
+	}
 	sock := filepath.Join(a.vmDir(r.PathValue("name")), consoleSockName)
 	c, err := net.DialTimeout("unix", sock, 5*time.Second)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ferrycluster/ferry/internal/api"
@@ -83,7 +84,11 @@ func (s *Server) instanceLogs(w http.ResponseWriter, r *http.Request) {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		writeError(w, http.StatusNotFound, "not_found", "", fmt.Sprintf("agent of %s: %s", in.Status.Node, string(msg)))
+		status, code := http.StatusBadGateway, "unavailable"
+		if resp.StatusCode == http.StatusNotFound {
+			status, code = http.StatusConflict, "conflict" // the instance exists; its log does not (yet)
+		}
+		writeError(w, status, code, "", fmt.Sprintf("agent of %s: %s", in.Status.Node, strings.TrimSpace(string(msg))))
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
