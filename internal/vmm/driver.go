@@ -20,8 +20,14 @@ type Spec struct {
 	ID       string
 	CPUs     int
 	MemoryMB int
-	// DiskPath is the image file (or NBD socket) the VM boots from.
+	// DiskPath is the raw image file the VM boots from. It is ignored when
+	// DiskNBD is set.
 	DiskPath string
+	// DiskNBD, if set, is the unix socket of an NBD server that exports the
+	// VM's disk; DiskNBDExport names the export ("" for the server's
+	// default export).
+	DiskNBD       string
+	DiskNBDExport string
 	// Kernel, Initrd and Cmdline boot the guest directly: ferry extracts
 	// the kernel and initrd from the instance's own disk (/boot).
 	Kernel  string
@@ -31,8 +37,15 @@ type Spec struct {
 	MAC string
 	IP  string
 	// TapName is an existing tap device on the host bridge for the NIC;
-	// empty means no NIC.
+	// empty means no NIC, unless UserNetHostFwd is set.
 	TapName string
+	// UserNetHostFwd, used only when TapName is empty, gives the VM a NIC
+	// on user-mode networking (no bridge, no root) with ports forwarded
+	// from the host's 127.0.0.1: a comma-separated list of
+	// [tcp:|udp:]HOSTPORT-GUESTPORT, such as "tcp:2222-22,8080-80". It is
+	// for tests and single-machine trials, not for production. (A string,
+	// so that Spec stays comparable.)
+	UserNetHostFwd string
 	// StateDir is where the driver keeps per-VM files (sockets, logs, pid).
 	StateDir string
 }
