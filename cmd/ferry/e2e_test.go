@@ -285,7 +285,7 @@ func TestAgentKill9(t *testing.T) {
 		t.Fatalf("join token: %d %v", code, err)
 	}
 	stateDir := t.TempDir()
-	agentArgs := []string{"agent", "--server", c.url, "--state-dir", stateDir, "--name", "host-a", "--listen", "", "--log-format", "json"}
+	agentArgs := []string{"agent", "--server", c.url, "--state-dir", stateDir, "--name", "host-a", "--listen", "", "--api-listen", "", "--driver", "fake", "--log-format", "json"}
 	ag := startProc(t, append(agentArgs, "--token", jt.Token)...)
 	node := func() api.Node {
 		var n api.Node

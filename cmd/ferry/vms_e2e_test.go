@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -137,6 +139,59 @@ func TestVMMoveWithSharedStorage(t *testing.T) {
 		t.Fatalf("status after move: boots %d ip %s", got.Status.Boots, got.Spec.IP)
 	}
 	t.Logf("moved web-1 from %s to %s; counter %d -> %d, boots %d -> %d", from, to, first.Counter, last.Counter, first.Boots, last.Boots)
+
+	// The agent is killed and restarted: the VM keeps running (no reboot)
+	// and the restarted agent adopts it.
+	host := c.Hosts.Hosts()[0]
+	if to == e2e.NodeName(1) {
+		host = c.Hosts.Hosts()[1]
+	}
+	c.Agent(to).Kill()
+	must(t, c.StartAgent(ctx, host, to, ""))
+	must(t, c.WaitReady(ctx, 2, time.Minute))
+	before := last
+	must(t, c.Wait(ctx, 30*time.Second, "counter moving after the agent restart", func() bool {
+		last, err = c.Get(ctx, ip)
+		return err == nil && last.Counter > before.Counter+1
+	}))
+	if last.Boots != before.Boots {
+		t.Fatalf("the guest rebooted when its agent restarted: boots %d -> %d", before.Boots, last.Boots)
+	}
+	must(t, c.Wait(ctx, 30*time.Second, "web-1 still Running", func() bool {
+		got := get()
+		return got.Status.Phase == api.PhaseRunning && got.Status.Boots == 2 && got.Status.Serving
+	}))
+
+	// Removing the instance leaves no QEMU behind on its host.
+	_, _, err = c.Client.DeleteInstance(ctx, "web-1", "", false)
+	must(t, err)
+	must(t, c.Wait(ctx, time.Minute, "web-1 gone", func() bool {
+		_, err := c.Client.GetInstance(ctx, "web-1")
+		return err != nil
+	}))
+	if n := qemuProcesses(t, host); n != 0 {
+		t.Fatalf("%d QEMU processes left on %s after rm", n, to)
+	}
+	if _, err := os.Stat(filepath.Join(c.Shared, "web-1.img")); !os.IsNotExist(err) {
+		t.Fatalf("disk of the removed instance is still there: %v", err)
+	}
+}
+
+// qemuProcesses counts QEMU processes in a host's namespace.
+func qemuProcesses(t *testing.T, h *testcluster.Host) int {
+	t.Helper()
+	pids, err := h.Pids()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, pid := range pids {
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if strings.HasPrefix(string(comm), "qemu") {
+			n++
+		}
+	}
+	return n
 }
 
 // TestVMImageThatDoesNotBoot gives an instance an image whose kernel is

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ferrycluster/ferry/internal/api"
+	"github.com/ferrycluster/ferry/internal/netid"
 	"github.com/ferrycluster/ferry/internal/vmm"
 )
 
@@ -86,6 +87,8 @@ type Agent struct {
 	bridge string
 	// apiAddr is where the agent API listens ("" disables it).
 	apiAddr string
+	// uplink is the host NIC enslaved to the bridge ("" leaves it alone).
+	uplink string
 	// imageLocks serialises downloads of one image by several workers.
 	imageLocksMu sync.Mutex
 	imageLocks   map[string]*sync.Mutex
@@ -136,6 +139,7 @@ func New(cfg Config) (*Agent, error) {
 		workers:    make(map[string]*worker),
 		bridge:     cfg.Bridge,
 		apiAddr:    cfg.APIAddr,
+		uplink:     cfg.Uplink,
 		imageLocks: map[string]*sync.Mutex{},
 	}
 	if a.bridge == "" {
@@ -211,6 +215,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	tlsCfg, err := a.identity(ctx)
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
+	}
+	if a.realVMs() {
+		// Create the host bridge (idempotent) so instance taps have a LAN.
+		if err := netid.EnsureBridge(a.bridge, a.uplink); err != nil {
+			return fmt.Errorf("agent: bridge %s: %w", a.bridge, err)
+		}
 	}
 	if a.apiAddr != "" {
 		addr, err := a.serveAPI(ctx, a.apiAddr, tlsCfg, &wg)

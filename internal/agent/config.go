@@ -70,6 +70,9 @@ type Config struct {
 	// to the cluster is Address if set, else the host's address towards the
 	// server with this port.
 	APIAddr string
+	// Uplink, if set, is enslaved to Bridge when the agent starts (the
+	// host's NIC on the instances' LAN).
+	Uplink string
 	// Bridge is the host bridge instance taps are attached to; it must
 	// exist (it joins the host to the instances' LAN). Default "ferrybr0".
 	Bridge string

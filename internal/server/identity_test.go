@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -165,6 +166,15 @@ func TestImageUploadAndDownload(t *testing.T) {
 	}
 	if code := ts.do("PUT", "/v1/images/junk", bytes.Repeat([]byte{7}, 4096), &eb); code != 400 {
 		t.Fatalf("upload of junk = %d %+v, want 400", code, eb)
+	}
+	// An ext4 disk without a kernel cannot boot by itself.
+	empty := filepath.Join(t.TempDir(), "nokernel.img")
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", empty, "8M").CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
+	}
+	nok, _ := os.ReadFile(empty)
+	if code := ts.do("PUT", "/v1/images/nokernel", nok, &eb); code != 400 || !strings.Contains(eb.Error.Message, "no /boot/vmlinuz") {
+		t.Fatalf("upload of an image without a kernel = %d %+v, want 400 naming /boot/vmlinuz", code, eb)
 	}
 	var im api.Image
 	if code := ts.do("PUT", "/v1/images/tiny", data, &im); code != 200 {
