@@ -276,7 +276,13 @@ type DemoAnswer struct {
 // Get asks a demo guest's HTTP service at ip, from the client namespace if
 // the cluster has one, else from this one (the root leg).
 func (c *Cluster) Get(ctx context.Context, ip string) (DemoAnswer, error) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	return c.GetWithin(ctx, ip, 2*time.Second)
+}
+
+// GetWithin is Get with its own timeout: a short one polls finely while a
+// guest boots (a connect to an address nobody answers yet waits for ARP).
+func (c *Cluster) GetWithin(ctx context.Context, ip string, d time.Duration) (DemoAnswer, error) {
+	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	code, body, err := c.Hosts.HTTPGet(ctx, c.Hosts.ClientNS(), "http://"+ip+"/")
 	if err != nil {

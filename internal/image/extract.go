@@ -3,8 +3,11 @@ package image
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path"
@@ -70,9 +73,25 @@ func ExtractBoot(ctx context.Context, imagePath, outDir string) (kernelPath, ini
 		return "", "", err
 	}
 	vmlinux := filepath.Join(outDir, "vmlinux")
+	// Unpacking takes most of a second: keep the result for the next boot
+	// of the same kernel (outDir is the VM's own and outlives a stop).
+	stamp := vmlinux + ".sha256"
+	sum, err := fileSHA256(kernelPath)
+	if err != nil {
+		return "", "", fmt.Errorf("extract boot files of %s: %w", imagePath, err)
+	}
+	if old, err := os.ReadFile(stamp); err == nil && string(old) == sum {
+		if _, err := os.Stat(vmlinux); err == nil {
+			return vmlinux, initrdPath, nil
+		}
+	}
+	_ = os.Remove(stamp)
 	switch err := UnpackKernel(ctx, kernelPath, vmlinux); {
 	case err == nil:
 		kernelPath = vmlinux
+		if err := os.WriteFile(stamp, []byte(sum), 0o644); err != nil {
+			return "", "", fmt.Errorf("extract boot files of %s: %w", imagePath, err)
+		}
 	case ctx.Err() != nil:
 		return "", "", ctx.Err()
 	default:
@@ -243,4 +262,18 @@ func firstLines(s string, n int) string {
 		lines = lines[:n]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// fileSHA256 returns the hex SHA-256 of a file's contents.
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
