@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -162,6 +163,25 @@ func TestVMMoveWithSharedStorage(t *testing.T) {
 		return got.Status.Phase == api.PhaseRunning && got.Status.Boots == 2 && got.Status.Serving
 	}))
 
+	// QEMU is killed under the guest: the agent sees the crash, reports
+	// it, and starts the VM again (restart policy "always").
+	killQEMU(t, host)
+	must(t, c.Wait(ctx, 2*time.Minute, "web-1 restarted after the crash", func() bool {
+		got := get()
+		return got.Status.Boots == 3 && got.Status.Phase == api.PhaseRunning && got.Status.Serving
+	}))
+	evs, err := c.Client.ListEvents(ctx, 200)
+	must(t, err)
+	crashed := false
+	for _, e := range evs.Items {
+		if e.Name == "web-1" && e.Type == string(api.PhaseFailed) {
+			crashed = true
+		}
+	}
+	if !crashed {
+		t.Fatal("no Failed event recorded for the crash")
+	}
+
 	// Removing the instance leaves no QEMU behind on its host.
 	_, _, err = c.Client.DeleteInstance(ctx, "web-1", "", false)
 	must(t, err)
@@ -174,6 +194,19 @@ func TestVMMoveWithSharedStorage(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(c.Shared, "web-1.img")); !os.IsNotExist(err) {
 		t.Fatalf("disk of the removed instance is still there: %v", err)
+	}
+}
+
+// killQEMU kills -9 every QEMU process in a host's namespace.
+func killQEMU(t *testing.T, h *testcluster.Host) {
+	t.Helper()
+	pids, err := h.Pids()
+	must(t, err)
+	for _, pid := range pids {
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if strings.HasPrefix(string(comm), "qemu") {
+			must(t, syscall.Kill(pid, syscall.SIGKILL))
+		}
 	}
 }
 
