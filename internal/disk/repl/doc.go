@@ -1,0 +1,39 @@
+// Package repl replicates one block device synchronously from a primary
+// host to a secondary host, with the semantics of DRBD's protocol C: a
+// write is complete only when both disks have it.
+//
+// Its job is to make property 2 of the architecture true (no acknowledged
+// write is lost when one host dies) without ever breaking properties 3, 4
+// and 8:
+//
+//   - Every link carries the primary's epoch. A [Secondary] refuses a
+//     handshake or a frame whose epoch is lower than its own, so a zombie
+//     primary cannot write into a replica that the control plane has since
+//     promoted or re-assigned ([ErrStaleEpoch]).
+//   - A [Primary] that loses its secondary freezes I/O: writes neither fail
+//     nor complete. It asks the control plane through [Config.OnPeerLost]
+//     and continues degraded only if the control plane has marked the peer
+//     outdated and handed out a higher epoch (DRBD's outdate-peer rule).
+//   - While degraded, every write first marks its region in a persistent
+//     [Bitmap]. A reconnect resyncs only those regions, in the background,
+//     while I/O continues.
+//   - Each disk carries generation identifiers (a current ID and its
+//     history). When both sides were written independently, the handshake
+//     fails with [ErrDiverged] and nothing is merged; [KeepAside] moves the
+//     losing image out of the way so an operator can recover it.
+//
+// A Primary implements [nbd.Backend] and its optional interfaces, so the NBD
+// server serves a replicated disk unchanged. All exported methods are safe
+// for concurrent use.
+//
+// # Wire protocol
+//
+// Frames are a fixed 48-byte big-endian header followed by a payload of at
+// most 32 MiB. The primary opens with HELLO (version, disk ID, size, role,
+// epoch, generation identifiers, flags); the secondary answers with its own
+// HELLO or with an ACK carrying an error code, and closes. Then the primary
+// sends WRITE{seq, off, len, fua, data}, TRIM/ZERO{seq, off, len},
+// FLUSH{seq}, SYNCSTART and SYNCDONE, pipelined, and the secondary answers
+// each with ACK{seq, code, message} in any order. Any malformed frame closes
+// the link.
+package repl
