@@ -1,0 +1,267 @@
+// Command disk benchmarks ferry's NBD disk path against qemu-nbd, side by
+// side in one run on the same file system, with fio's nbd engine: 4 KiB
+// random writes at queue depth 16, 1 MiB sequential writes, 4 KiB random
+// reads. Modes: (a) qemu-nbd serving the file, the reference; (b) ferry's
+// NBD server without a peer; (c) ferry replicating synchronously to a peer
+// in another network namespace over veth (when built with the replication
+// package; see modeRepl). It prints medians and ratios to qemu-nbd.
+//
+// It also runs itself as the servers: `disk serve FILE SOCKET` serves a
+// file with ferry's NBD server until killed.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/ferrycluster/ferry/internal/disk/nbd"
+)
+
+const fileSize = 512 << 20
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "serve" {
+		if err := serve(os.Args[2], os.Args[3]); err != nil {
+			fmt.Fprintln(os.Stderr, "serve:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "serve-primary" {
+		if err := servePrimary(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "serve-primary:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "secondary" {
+		if err := serveSecondary(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "secondary:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	reps := flag.Int("reps", 5, "repetitions of each workload")
+	secs := flag.Int("runtime", 5, "seconds per fio run")
+	flag.Parse()
+	if err := run(*reps, *secs); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/disk:", err)
+		os.Exit(1)
+	}
+}
+
+// serve runs ferry's NBD server over one file until SIGTERM.
+func serve(file, sock string) error {
+	f, err := os.OpenFile(file, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	be, err := nbd.NewFileBackend(f)
+	if err != nil {
+		return err
+	}
+	return serveBackend(be, sock)
+}
+
+func serveBackend(be nbd.Backend, sock string) error {
+	os.Remove(sock)
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	srv := nbd.NewServer(nbd.Config{Exports: map[string]nbd.Export{"": {Backend: be}}, MinBlock: 512})
+	return srv.Serve(ctx, l)
+}
+
+type workload struct {
+	name, rw, bs string
+	depth        int
+}
+
+var workloads = []workload{
+	{"randwrite", "randwrite", "4k", 16},
+	{"seqwrite", "write", "1M", 4},
+	{"randread", "randread", "4k", 16},
+}
+
+// server starts one mode's server for file and returns its socket and a
+// stop function.
+type server func(file, sock string) (stop func(), err error)
+
+func run(reps, secs int) error {
+	dir, err := os.MkdirTemp("/var/tmp", "ferry-bench-disk-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	modes := []struct {
+		name  string
+		start server
+	}{
+		{"qemu-nbd", func(file, sock string) (func(), error) {
+			return startProc(exec.Command("qemu-nbd", "-f", "raw", "--cache=writeback", "-k", sock, "-t", "-e", "4", file), sock)
+		}},
+		{"ferry", func(file, sock string) (func(), error) {
+			return startProc(exec.Command(self, "serve", file, sock), sock)
+		}},
+	}
+	if repl := replMode(self, dir); repl != nil {
+		defer repl.cleanup()
+		modes = append(modes, struct {
+			name  string
+			start server
+		}{"ferry-repl", repl.start})
+	}
+	results := map[string]map[string][]float64{}
+	for rep := 0; rep < reps; rep++ {
+		for _, m := range modes {
+			file := filepath.Join(dir, m.name+".img")
+			os.Remove(file)
+			if err := os.WriteFile(file, nil, 0o600); err != nil {
+				return err
+			}
+			if err := os.Truncate(file, fileSize); err != nil {
+				return err
+			}
+			sock := filepath.Join(dir, m.name+".sock")
+			stop, err := m.start(file, sock)
+			if err != nil {
+				return fmt.Errorf("%s: %w", m.name, err)
+			}
+			uri := "nbd+unix:///?socket=" + sock
+			// Fill the file so reads read data, not holes.
+			if _, err := fio(uri, workload{"fill", "write", "1M", 4}, 0, dir); err != nil {
+				stop()
+				return fmt.Errorf("%s fill: %w", m.name, err)
+			}
+			for _, w := range workloads {
+				v, err := fio(uri, w, secs, dir)
+				if err != nil {
+					stop()
+					return fmt.Errorf("%s %s: %w", m.name, w.name, err)
+				}
+				if results[m.name] == nil {
+					results[m.name] = map[string][]float64{}
+				}
+				results[m.name][w.name] = append(results[m.name][w.name], v)
+				fmt.Printf("rep %d %-10s %-9s %10.1f %s\n", rep+1, m.name, w.name, v, unit(w))
+			}
+			stop()
+		}
+	}
+	fmt.Println()
+	line := "RESULT"
+	for _, w := range workloads {
+		ref := median(results["qemu-nbd"][w.name])
+		for _, m := range modes {
+			med := median(results[m.name][w.name])
+			fmt.Printf("median %-10s %-9s %10.1f %s  (%.2fx qemu-nbd)\n", m.name, w.name, med, unit(w), med/ref)
+		}
+		line += fmt.Sprintf(" ratio_local_%s=%.2f", w.name, median(results["ferry"][w.name])/ref)
+		if _, ok := results["ferry-repl"]; ok {
+			line += fmt.Sprintf(" ratio_repl_%s=%.2f", w.name, median(results["ferry-repl"][w.name])/ref)
+		}
+		line += fmt.Sprintf(" qemunbd_%s=%.0f", w.name, ref)
+	}
+	fmt.Println(line + " reps=" + strconv.Itoa(reps))
+	return nil
+}
+
+func unit(w workload) string {
+	if w.bs == "1M" {
+		return "MiB/s"
+	}
+	return "IOPS"
+}
+
+// fio runs one workload against uri and returns IOPS (4k) or MiB/s (1M).
+// secs 0 means one pass over the file (used to fill it).
+func fio(uri string, w workload, secs int, dir string) (float64, error) {
+	out := filepath.Join(dir, "fio.json")
+	args := []string{"--name=" + w.name, "--ioengine=nbd", "--uri=" + uri, "--rw=" + w.rw, "--bs=" + w.bs,
+		"--iodepth=" + strconv.Itoa(w.depth), "--size=" + strconv.Itoa(fileSize), "--output-format=json", "--output=" + out}
+	if secs > 0 {
+		args = append(args, "--time_based", "--runtime="+strconv.Itoa(secs), "--randrepeat=0")
+	}
+	if b, err := exec.Command("fio", args...).CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("fio: %w: %s", err, b)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		return 0, err
+	}
+	var res struct {
+		Jobs []struct {
+			Read  struct{ IOPS, BW float64 } `json:"read"`
+			Write struct{ IOPS, BW float64 } `json:"write"`
+		} `json:"jobs"`
+	}
+	if err := json.Unmarshal(data, &res); err != nil || len(res.Jobs) == 0 {
+		return 0, fmt.Errorf("fio output: %v", err)
+	}
+	j := res.Jobs[0]
+	io := j.Write
+	if w.rw == "randread" {
+		io = j.Read
+	}
+	if w.bs == "1M" {
+		return io.BW / 1024, nil // KiB/s -> MiB/s
+	}
+	return io.IOPS, nil
+}
+
+// startProc starts a server process and waits for its socket.
+func startProc(cmd *exec.Cmd, sock string) (func(), error) {
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	stop := func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			return stop, nil
+		}
+	}
+	stop()
+	return nil, fmt.Errorf("%s: socket %s did not appear", cmd.Path, sock)
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
