@@ -20,7 +20,11 @@ import (
 // -blockdev driver=nbd: the guest prints the sha256 of /dev/vda, writes a
 // marker with fsync, and powers off.
 func TestInteropQemuBoot(t *testing.T) {
-	t.Parallel()
+	if testing.Short() {
+		t.Skip("boots a guest (about 10 s); skipped with -short")
+	}
+	// Not parallel: TCG boot time doubles when the other interop tests
+	// compete for the CPUs.
 	qemu := needTool(t, "qemu-system-x86_64", "qemu-system-x86")
 	kernel, modDir := hostKernel(t)
 	busybox := staticBusybox(t)

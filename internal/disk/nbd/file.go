@@ -122,7 +122,7 @@ func (b *FileBackend) Size() int64 { return b.size }
 
 // Flush makes every completed write durable with fdatasync(2).
 func (b *FileBackend) Flush() error {
-	if err := fdatasync(b.rc); err != nil {
+	if err := fdatasync(b.f, b.rc); err != nil {
 		return &os.PathError{Op: "fdatasync", Path: b.f.Name(), Err: err}
 	}
 	return nil

@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"errors"
+	"os"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -26,7 +27,7 @@ func unsupported(err error) error {
 	return err
 }
 
-func fdatasync(rc syscall.RawConn) error {
+func fdatasync(_ *os.File, rc syscall.RawConn) error {
 	return control(rc, func(fd int) error {
 		for {
 			err := unix.Fdatasync(fd)

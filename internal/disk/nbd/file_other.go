@@ -2,16 +2,14 @@
 
 package nbd
 
-import "syscall"
+import (
+	"os"
+	"syscall"
+)
 
-// fdatasync falls back to fsync(2) where there is no portable fdatasync.
-func fdatasync(rc syscall.RawConn) error {
-	var opErr error
-	if err := rc.Control(func(fd uintptr) { opErr = syscall.Fsync(int(fd)) }); err != nil {
-		return err
-	}
-	return opErr
-}
+// fdatasync falls back to fsync(2) (os.File.Sync) where there is no
+// portable fdatasync.
+func fdatasync(f *os.File, _ syscall.RawConn) error { return f.Sync() }
 
 func punchHole(syscall.RawConn, int64, int64) error { return errUnsupported }
 

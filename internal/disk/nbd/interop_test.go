@@ -394,6 +394,9 @@ var benchRun = regexp.MustCompile(`Run completed in ([0-9.]+) seconds`)
 // file for comparison, and logs both. It checks only that the runs
 // succeed: timings depend on the machine.
 func TestInteropQemuImgBench(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a benchmark (about 8 s); skipped with -short")
+	}
 	qemuImg := needTool(t, "qemu-img", "qemu-utils")
 	const count = 20000
 	const size = 256 << 20
