@@ -53,9 +53,10 @@ func main() {
 		return
 	}
 	reps := flag.Int("reps", 5, "repetitions of each workload")
+	kills := flag.Int("kills", 100, "kill points of the crash test (0 skips it)")
 	secs := flag.Int("runtime", 5, "seconds per fio run")
 	flag.Parse()
-	if err := run(*reps, *secs); err != nil {
+	if err := run(*reps, *secs, *kills); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/disk:", err)
 		os.Exit(1)
 	}
@@ -101,7 +102,7 @@ var workloads = []workload{
 // stop function.
 type server func(file, sock string) (stop func(), err error)
 
-func run(reps, secs int) error {
+func run(reps, secs, kills int) error {
 	dir, err := os.MkdirTemp("/var/tmp", "ferry-bench-disk-")
 	if err != nil {
 		return err
@@ -128,6 +129,12 @@ func run(reps, secs int) error {
 			name  string
 			start server
 		}{"ferry-repl", repl.start})
+	}
+	crash := crashResult{acked: -1, lost: -1}
+	if kills > 0 {
+		if crash, err = crashPoints(self, dir, kills); err != nil {
+			return fmt.Errorf("crash test: %w", err)
+		}
 	}
 	results := map[string]map[string][]float64{}
 	for rep := 0; rep < reps; rep++ {
@@ -167,7 +174,7 @@ func run(reps, secs int) error {
 		}
 	}
 	fmt.Println()
-	line := "RESULT"
+	line := fmt.Sprintf("RESULT acked_writes=%d lost_acked_writes=%d", crash.acked, crash.lost)
 	for _, w := range workloads {
 		ref := median(results["qemu-nbd"][w.name])
 		for _, m := range modes {
