@@ -14,11 +14,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ferrycluster/ferry/internal/api"
+	"github.com/ferrycluster/ferry/internal/e2e"
 )
 
 // ferryBin is the binary under test, built once by TestMain.
@@ -52,53 +52,21 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// proc is a ferry process started by a test; it is killed at cleanup.
-type proc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  *bytes.Buffer
-	mu   *sync.Mutex
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-func startProc(t *testing.T, args ...string) *proc {
+// startProc starts a ferry process that is killed at the test's cleanup
+// (its output is logged if the test failed).
+func startProc(t *testing.T, args ...string) *e2e.Proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(ferryBin, args...), done: make(chan struct{}), log: new(bytes.Buffer), mu: new(sync.Mutex)}
-	p.cmd.Stdout = lockedWriter{p.mu, p.log}
-	p.cmd.Stderr = lockedWriter{p.mu, p.log}
-	if err := p.cmd.Start(); err != nil {
+	p, err := e2e.StartProcess(exec.Command(ferryBin, args...))
+	if err != nil {
 		t.Fatalf("start ferry %v: %v", args, err)
 	}
-	go func() { _ = p.cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() {
-		p.kill()
+		p.Kill()
 		if t.Failed() {
-			t.Logf("output of ferry %v:\n%s", args, p.output())
+			t.Logf("output of ferry %v:\n%s", args, p.Output())
 		}
 	})
 	return p
-}
-
-func (p *proc) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.log.String()
-}
-
-// kill sends SIGKILL and waits for the process to be gone.
-func (p *proc) kill() {
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
 }
 
 // cluster is a ferry server process plus an admin HTTP client.
@@ -108,7 +76,7 @@ type cluster struct {
 	addr    string
 	url     string
 	token   string
-	srv     *proc
+	srv     *e2e.Proc
 	client  *http.Client
 }
 
@@ -119,7 +87,7 @@ func startCluster(t *testing.T) *cluster {
 	c.startServer()
 	data, err := os.ReadFile(filepath.Join(c.dataDir, "admin.token"))
 	if err != nil {
-		t.Fatalf("admin token file: %v\n%s", err, c.srv.output())
+		t.Fatalf("admin token file: %v\n%s", err, c.srv.Output())
 	}
 	c.token = strings.TrimSpace(string(data))
 	return c
@@ -232,7 +200,7 @@ func TestServerKill9LosesNoAcknowledgedCreate(t *testing.T) {
 		defer mu.Unlock()
 		return len(acked) >= 100
 	})
-	c.srv.kill() // while the writers are still sending
+	c.srv.Kill() // while the writers are still sending
 	close(stopCreates)
 	wg.Wait()
 	mu.Lock()
@@ -306,7 +274,7 @@ func TestAgentKill9(t *testing.T) {
 		return in.Status.Phase == api.PhaseRunning
 	})
 
-	ag.kill()
+	ag.Kill()
 	killed := time.Now()
 	waitUntil(t, 10*time.Second, "host-a NotReady", func() bool { return node().Status.State == api.NodeNotReady })
 	if d := time.Since(killed); d > 4*time.Second {

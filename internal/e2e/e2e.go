@@ -78,6 +78,11 @@ func (p *Proc) Kill() {
 	<-p.done
 }
 
+// StartProcess starts cmd (in this namespace) with its output kept.
+func StartProcess(cmd *exec.Cmd) (*Proc, error) {
+	return start(cmd, func(cmd *exec.Cmd) error { return cmd.Start() })
+}
+
 func start(cmd *exec.Cmd, starter func(*exec.Cmd) error) (*Proc, error) {
 	p := &Proc{cmd: cmd, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p, p
@@ -151,7 +156,7 @@ func (c *Cluster) StartServer(ctx context.Context, addr string) error {
 	dataDir := filepath.Join(c.opts.Dir, "server")
 	cmd := exec.Command(c.opts.Binary, "server", "--data-dir", dataDir, "--listen", addr,
 		"--admin-token-file", filepath.Join(c.opts.Dir, "admin.token"), "--log-format", "json")
-	p, err := start(cmd, func(cmd *exec.Cmd) error { return cmd.Start() })
+	p, err := StartProcess(cmd)
 	if err != nil {
 		return err
 	}
