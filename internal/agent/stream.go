@@ -196,4 +196,34 @@ func (a *Agent) recoverVMs(ctx context.Context) {
 			a.adopt(name, false)
 		}
 	}
+	a.sweepOrphans(ctx)
+}
+
+// sweepOrphans kills VMs that run without a handle: the agent died while
+// starting them. No orphan QEMU may outlive the agent's knowledge of it.
+func (a *Agent) sweepOrphans(ctx context.Context) {
+	sw, ok := a.driver.(vmm.Sweeper)
+	if !ok {
+		return
+	}
+	entries, err := os.ReadDir(a.vmsDir)
+	if err != nil {
+		return
+	}
+	known := map[string]bool{}
+	for _, n := range a.handleNames() {
+		known[n] = true
+	}
+	for _, e := range entries {
+		if !e.IsDir() || known[e.Name()] || api.ValidateName("name", e.Name()) != nil {
+			continue
+		}
+		killed, err := sw.Sweep(ctx, e.Name(), a.vmDir(e.Name()))
+		if err != nil {
+			a.log.Error("sweeping an orphaned vm", "vm", e.Name(), "err", err)
+		}
+		if killed {
+			a.log.Warn("killed a vm that ran without a handle (the agent died while starting it)", "vm", e.Name())
+		}
+	}
 }

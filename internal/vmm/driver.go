@@ -134,3 +134,11 @@ type Capabler interface {
 type Announcer interface {
 	Announce(ctx context.Context, id string) error
 }
+
+// Sweeper is implemented by drivers whose VMs can outlive a lost handle
+// (an agent killed between launching a VM and saving its handle). Sweep
+// kills such a VM of id found through stateDir and reports whether there
+// was one; the agent calls it for VM directories that have no handle.
+type Sweeper interface {
+	Sweep(ctx context.Context, id, stateDir string) (bool, error)
+}
