@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/ferrycluster/ferry/internal/client"
+	"github.com/spf13/cobra"
 )
 
 // errNoServer is the message of a CLI that does not know where to go.
@@ -191,4 +193,23 @@ func explain(err error, conn *connection, kind, name string) error {
 		return withHint(err, "Is the ferry server running"+server+"?")
 	}
 	return err
+}
+
+// fetch runs one API call with a client for the configured server and the
+// command's request timeout, and explains a failure in terms of the object
+// it was about (kind and name, "" for a list). call takes the client first
+// so that method expressions such as (*client.Client).ListNodes fit.
+func fetch[T any](a *app, cmd *cobra.Command, kind, name string, call func(*client.Client, context.Context) (T, error)) (T, error) {
+	var zero T
+	c, conn, err := a.newClient()
+	if err != nil {
+		return zero, err
+	}
+	ctx, cancel := a.requestContext(cmd)
+	defer cancel()
+	v, err := call(c, ctx)
+	if err != nil {
+		return zero, explain(err, conn, kind, name)
+	}
+	return v, nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ferrycluster/ferry/internal/api"
+	"github.com/ferrycluster/ferry/internal/client"
 	"github.com/ferrycluster/ferry/internal/image"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
@@ -34,15 +35,9 @@ func (a *app) newImageListCmd() *cobra.Command {
 		Short:   "List registered images",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, conn, err := a.newClient()
+			list, err := fetch(a, cmd, "image", "", (*client.Client).ListImages)
 			if err != nil {
 				return err
-			}
-			ctx, cancel := a.requestContext(cmd)
-			defer cancel()
-			list, err := c.ListImages(ctx)
-			if err != nil {
-				return explain(err, conn, "image", "")
 			}
 			if a.g.JSON {
 				return printJSON(a.stdout(), list)

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sort"
@@ -256,15 +257,9 @@ func (a *app) newInstanceListCmd() *cobra.Command {
 		Short:   "List instances",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, conn, err := a.newClient()
+			list, err := fetch(a, cmd, "instance", "", (*client.Client).ListInstances)
 			if err != nil {
 				return err
-			}
-			ctx, cancel := a.requestContext(cmd)
-			defer cancel()
-			list, err := c.ListInstances(ctx)
-			if err != nil {
-				return explain(err, conn, "instance", "")
 			}
 			if a.g.JSON {
 				return printJSON(a.stdout(), list)
@@ -297,15 +292,11 @@ func (a *app) newInstanceShowCmd() *cobra.Command {
 		Short:   "Show an instance's spec and status",
 		Args:    exactlyOneName("instance"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, conn, err := a.newClient()
+			inst, err := fetch(a, cmd, "instance", args[0], func(c *client.Client, ctx context.Context) (*api.Instance, error) {
+				return c.GetInstance(ctx, args[0])
+			})
 			if err != nil {
 				return err
-			}
-			ctx, cancel := a.requestContext(cmd)
-			defer cancel()
-			inst, err := c.GetInstance(ctx, args[0])
-			if err != nil {
-				return explain(err, conn, "instance", args[0])
 			}
 			if a.g.JSON {
 				return printJSON(a.stdout(), inst)

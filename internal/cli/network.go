@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sort"
@@ -111,15 +112,9 @@ func (a *app) newNetworkListCmd() *cobra.Command {
 		Short:   "List networks",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, conn, err := a.newClient()
+			list, err := fetch(a, cmd, "network", "", (*client.Client).ListNetworks)
 			if err != nil {
 				return err
-			}
-			ctx, cancel := a.requestContext(cmd)
-			defer cancel()
-			list, err := c.ListNetworks(ctx)
-			if err != nil {
-				return explain(err, conn, "network", "")
 			}
 			if a.g.JSON {
 				return printJSON(a.stdout(), list)
@@ -142,15 +137,11 @@ func (a *app) newNetworkShowCmd() *cobra.Command {
 		Short:   "Show a network",
 		Args:    exactlyOneName("network"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, conn, err := a.newClient()
+			n, err := fetch(a, cmd, "network", args[0], func(c *client.Client, ctx context.Context) (*api.Network, error) {
+				return c.GetNetwork(ctx, args[0])
+			})
 			if err != nil {
 				return err
-			}
-			ctx, cancel := a.requestContext(cmd)
-			defer cancel()
-			n, err := c.GetNetwork(ctx, args[0])
-			if err != nil {
-				return explain(err, conn, "network", args[0])
 			}
 			if a.g.JSON {
 				return printJSON(a.stdout(), n)

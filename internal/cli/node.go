@@ -1,12 +1,14 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/ferrycluster/ferry/internal/api"
+	"github.com/ferrycluster/ferry/internal/client"
 	"github.com/spf13/cobra"
 )
 
@@ -28,15 +30,9 @@ func (a *app) newNodeListCmd() *cobra.Command {
 		Short:   "List nodes with their state and allocation",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, conn, err := a.newClient()
+			list, err := fetch(a, cmd, "node", "", (*client.Client).ListNodes)
 			if err != nil {
 				return err
-			}
-			ctx, cancel := a.requestContext(cmd)
-			defer cancel()
-			list, err := c.ListNodes(ctx)
-			if err != nil {
-				return explain(err, conn, "node", "")
 			}
 			if a.g.JSON {
 				return printJSON(a.stdout(), list)
@@ -77,15 +73,11 @@ func (a *app) newNodeShowCmd() *cobra.Command {
 		Short:   "Show a node's state, capacity and allocation",
 		Args:    exactlyOneName("node"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, conn, err := a.newClient()
+			n, err := fetch(a, cmd, "node", args[0], func(c *client.Client, ctx context.Context) (*api.Node, error) {
+				return c.GetNode(ctx, args[0])
+			})
 			if err != nil {
 				return err
-			}
-			ctx, cancel := a.requestContext(cmd)
-			defer cancel()
-			n, err := c.GetNode(ctx, args[0])
-			if err != nil {
-				return explain(err, conn, "node", args[0])
 			}
 			if a.g.JSON {
 				return printJSON(a.stdout(), n)
