@@ -172,6 +172,22 @@ func (c *Controller) syncNodeState(ctx context.Context, n *api.Node, alive bool)
 	return err
 }
 
+// Allocation sums what instances take from each node: their size on their
+// host (less a disk on shared storage), and their disk on the host of their
+// replica. Placement and `ferry node ls` both read it, so they agree.
+func Allocation(instances []*api.Instance) map[string]api.Resources {
+	out := map[string]api.Resources{}
+	for _, in := range instances {
+		if in.Status.Node != "" {
+			out[in.Status.Node] = out[in.Status.Node].Add(in.Spec.HostResources())
+		}
+		if in.Status.ReplicaNode != "" {
+			out[in.Status.ReplicaNode] = out[in.Status.ReplicaNode].Add(api.Resources{Disk: in.Spec.Disk})
+		}
+	}
+	return out
+}
+
 // NodeFree is a candidate host with what it has left.
 type NodeFree struct {
 	Name string
@@ -181,15 +197,7 @@ type NodeFree struct {
 // Candidates returns the Ready, schedulable nodes with their free
 // resources, sorted by name (first fit is deterministic).
 func Candidates(nodes []*api.Node, alive map[string]bool, insts []*api.Instance) []NodeFree {
-	used := map[string]api.Resources{}
-	for _, in := range insts {
-		if in.Status.Node != "" {
-			used[in.Status.Node] = used[in.Status.Node].Add(in.Spec.HostResources())
-		}
-		if in.Status.ReplicaNode != "" {
-			used[in.Status.ReplicaNode] = used[in.Status.ReplicaNode].Add(api.Resources{Disk: in.Spec.Disk})
-		}
-	}
+	used := Allocation(insts)
 	var out []NodeFree
 	for _, n := range nodes {
 		if !alive[n.Name] || n.Spec.Unschedulable {

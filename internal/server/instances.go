@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/ferrycluster/ferry/internal/api"
+	"github.com/ferrycluster/ferry/internal/controller"
 	"github.com/ferrycluster/ferry/internal/store"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -220,7 +221,7 @@ func (s *Server) startInstance(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, err)
 		return
 	}
-	free := target.Status.Capacity.Sub(Allocation(insts)[on])
+	free := target.Status.Capacity.Sub(controller.Allocation(insts)[on])
 	s.modifyInstance(w, r, func(in *api.Instance) ([]clientv3.Op, error) {
 		if in.Status.Deleting {
 			return nil, errDeleting

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ferrycluster/ferry/internal/api"
+	"github.com/ferrycluster/ferry/internal/controller"
 	"github.com/ferrycluster/ferry/internal/pki"
 	"github.com/ferrycluster/ferry/internal/store"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -22,21 +23,6 @@ const (
 
 func (s *Server) nodeEvent(node, typ, msg string) clientv3.Op {
 	return s.store.EventOp(api.Event{Time: s.cfg.Now().UTC(), Kind: api.KindNode, Name: node, Type: typ, Node: node, Message: msg})
-}
-
-// Allocation sums what instances take from each node: their full size on
-// their host, and their disk on the host of their replica.
-func Allocation(instances []*api.Instance) map[string]api.Resources {
-	out := map[string]api.Resources{}
-	for _, in := range instances {
-		if in.Status.Node != "" {
-			out[in.Status.Node] = out[in.Status.Node].Add(in.Spec.HostResources())
-		}
-		if in.Status.ReplicaNode != "" {
-			out[in.Status.ReplicaNode] = out[in.Status.ReplicaNode].Add(api.Resources{Disk: in.Spec.Disk})
-		}
-	}
-	return out
 }
 
 // nodeView fills the derived parts of a node's status: its state comes
@@ -74,7 +60,7 @@ func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, err)
 		return
 	}
-	alloc := Allocation(insts)
+	alloc := controller.Allocation(insts)
 	list := api.List[api.Node]{Items: make([]api.Node, len(nodes)), ResourceVersion: strconv.FormatInt(rev, 10)}
 	for i, n := range nodes {
 		nodeView(n, alive, alloc)
@@ -101,7 +87,7 @@ func (s *Server) getNode(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, err)
 		return
 	}
-	nodeView(n, alive, Allocation(insts))
+	nodeView(n, alive, controller.Allocation(insts))
 	writeJSON(w, http.StatusOK, n)
 }
 
