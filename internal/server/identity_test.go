@@ -93,12 +93,11 @@ func TestStartOnAnotherNode(t *testing.T) {
 	shared.Storage = "shared:/mnt/ferry"
 	ts.createInstance("s", shared)
 	ts.createInstance("l", smallSpec())
-	var in api.Instance
+	var in, local api.Instance
 	waitFor(t, 10*time.Second, "both placed", func() bool {
-		s, _ := ts.getInstance("s")
-		l, _ := ts.getInstance("l")
-		in = s
-		return s.Status.Node != "" && l.Status.Node != ""
+		in, _ = ts.getInstance("s")
+		local, _ = ts.getInstance("l")
+		return in.Status.Node != "" && local.Status.Node != ""
 	})
 	if in.Status.ReplicaNode != "" {
 		t.Fatalf("shared-storage instance got a replica node %q", in.Status.ReplicaNode)
@@ -113,7 +112,13 @@ func TestStartOnAnotherNode(t *testing.T) {
 	if code := ts.do("POST", "/v1/instances/s/start?on="+other, nil, &eb); code != 400 {
 		t.Fatalf("start elsewhere while Running = %d %+v, want 400", code, eb)
 	}
-	if code := ts.do("POST", "/v1/instances/l/start?on="+other, nil, &eb); code != 400 || eb.Error.Field != "on" {
+	// "Elsewhere" for l is relative to l's own host: first fit may have
+	// put it on either node if one became Ready before the other.
+	localOther := "n2"
+	if local.Status.Node == "n2" {
+		localOther = "n1"
+	}
+	if code := ts.do("POST", "/v1/instances/l/start?on="+localOther, nil, &eb); code != 400 || eb.Error.Field != "on" {
 		t.Fatalf("start a local-disk instance elsewhere = %d %+v, want 400 on", code, eb)
 	}
 	host.report("s", api.InstanceReport{Phase: api.PhaseStopped})
