@@ -46,15 +46,15 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, err)
 		return
 	}
-	if !created {
+	if !created && heartbeatChanges(nodeRecord(ctx), hb) {
 		// Record what changed (capacity, address, version), not every beat.
+		// The record read to authenticate the request says whether anything
+		// did; Modify then checks again against the current one.
 		_, err := s.store.Nodes.Modify(ctx, node, func(n *api.Node) ([]clientv3.Op, error) {
-			before := n.Status
-			applyHeartbeat(n, hb, n.Status.LastHeartbeat)
-			if before == n.Status && !n.Status.LastHeartbeat.IsZero() {
+			if !heartbeatChanges(n, hb) {
 				return nil, store.ErrUnchanged
 			}
-			n.Status.LastHeartbeat = now
+			applyHeartbeat(n, hb, now)
 			return nil, nil
 		})
 		if err != nil {
@@ -65,6 +65,17 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 	}
 	s.metrics.heartbeats.WithLabelValues("ok").Inc()
 	writeJSON(w, http.StatusOK, api.HeartbeatAck{Node: node, Time: now, TTLSec: int(s.cfg.NodeTTL / time.Second)})
+}
+
+// heartbeatChanges reports whether hb would change what n records (or n
+// has never recorded a heartbeat).
+func heartbeatChanges(n *api.Node, hb api.Heartbeat) bool {
+	if n == nil || n.Status.LastHeartbeat.IsZero() {
+		return true
+	}
+	after := *n
+	applyHeartbeat(&after, hb, n.Status.LastHeartbeat)
+	return after.Status != n.Status
 }
 
 func applyHeartbeat(n *api.Node, hb api.Heartbeat, at time.Time) {

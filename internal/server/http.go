@@ -92,7 +92,15 @@ type ctxKey int
 const nodeKey ctxKey = 0
 
 // nodeFrom returns the authenticated node of an agent request.
-func nodeFrom(ctx context.Context) string { v, _ := ctx.Value(nodeKey).(string); return v }
+func nodeFrom(ctx context.Context) string {
+	if n := nodeRecord(ctx); n != nil {
+		return n.Name
+	}
+	return ""
+}
+
+// nodeRecord returns the node record authAgent read for this request.
+func nodeRecord(ctx context.Context) *api.Node { v, _ := ctx.Value(nodeKey).(*api.Node); return v }
 
 type statusRecorder struct {
 	http.ResponseWriter
@@ -156,6 +164,8 @@ func (s *Server) wrap(rt Route) http.Handler {
 				writeError(rec, status, codeFor(status), "", msg)
 				return
 			}
+			// The record travels with the request: the heartbeat handler
+			// compares against it instead of reading it again.
 			r = r.WithContext(context.WithValue(r.Context(), nodeKey, node))
 		}
 		rt.h(rec, r)
@@ -164,33 +174,33 @@ func (s *Server) wrap(rt Route) http.Handler {
 
 // authAgent checks the client certificate that TLS already verified against
 // the cluster CA: it must name a node that exists and is not revoked.
-func (s *Server) authAgent(r *http.Request) (string, int, string) {
+func (s *Server) authAgent(r *http.Request) (*api.Node, int, string) {
 	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
-		return "", http.StatusUnauthorized, "agent routes need a node certificate signed by the cluster CA"
+		return nil, http.StatusUnauthorized, "agent routes need a node certificate signed by the cluster CA"
 	}
 	leaf := r.TLS.VerifiedChains[0][0]
 	if !hasClientAuth(leaf) {
-		return "", http.StatusForbidden, "certificate is not a client certificate"
+		return nil, http.StatusForbidden, "certificate is not a client certificate"
 	}
 	node, err := pki.NodeFromCert(leaf)
 	if err != nil {
-		return "", http.StatusForbidden, err.Error()
+		return nil, http.StatusForbidden, err.Error()
 	}
 	serial := pki.SerialString(leaf)
 	if s.isRevoked(serial) {
-		return "", http.StatusForbidden, fmt.Sprintf("certificate %s of node %q is revoked", serial, node)
+		return nil, http.StatusForbidden, fmt.Sprintf("certificate %s of node %q is revoked", serial, node)
 	}
 	n, err := s.store.Nodes.Get(r.Context(), node)
 	if errors.Is(err, store.ErrNotFound) {
-		return "", http.StatusForbidden, fmt.Sprintf("node %q is not a member of this cluster (removed?); join again with a new token", node)
+		return nil, http.StatusForbidden, fmt.Sprintf("node %q is not a member of this cluster (removed?); join again with a new token", node)
 	}
 	if err != nil {
-		return "", http.StatusServiceUnavailable, err.Error()
+		return nil, http.StatusServiceUnavailable, err.Error()
 	}
 	if n.Status.CertSerial != "" && n.Status.CertSerial != serial {
-		return "", http.StatusForbidden, fmt.Sprintf("certificate %s is not the current one of node %q", serial, node)
+		return nil, http.StatusForbidden, fmt.Sprintf("certificate %s is not the current one of node %q", serial, node)
 	}
-	return node, 0, ""
+	return n, 0, ""
 }
 
 func hasClientAuth(c *x509.Certificate) bool {
