@@ -230,7 +230,8 @@ func runDev(ctx context.Context, cmd *cobra.Command, g *cli.Globals, o devOption
 			if err := os.MkdirAll(shared, 0o700); err != nil {
 				return err
 			}
-			if insts, err = devInstances(runCtx, c, shared, []string{"web-1", "web-2"}); err != nil {
+			demo := []devInstance{{name: "web-1", storage: api.StorageShared + shared}, {name: "web-2"}}
+			if insts, err = devInstances(runCtx, c, demo); err != nil {
 				return err
 			}
 		}
@@ -367,7 +368,11 @@ func printDevVMs(out io.Writer, o devOptions, hc *testcluster.Cluster, url, dir,
 	if len(insts) > 0 {
 		fmt.Fprintln(out, "Your instances answer on the simulated LAN (from this machine):")
 		for _, in := range insts {
-			fmt.Fprintf(out, "  curl http://%s/        # %s, running on %s\n", in.Spec.IP, in.Name, in.Status.Node)
+			where := "on shared storage"
+			if in.Status.ReplicaNode != "" {
+				where = "its disk replicated synchronously to " + in.Status.ReplicaNode
+			}
+			fmt.Fprintf(out, "  curl http://%s/        # %s, running on %s, %s\n", in.Spec.IP, in.Name, in.Status.Node, where)
 		}
 		fmt.Fprintln(out)
 	}
@@ -381,6 +386,11 @@ func printDevVMs(out io.Writer, o devOptions, hc *testcluster.Cluster, url, dir,
 		}
 		fmt.Fprintf(out, "  ferry instance stop %s --wait && ferry instance start %s --on %s --wait   # move it; same IP, same disk\n", in.Name, in.Name, other)
 		fmt.Fprintf(out, "  ferry console %s      # its serial console (Ctrl-] to leave); ferry logs %s\n", in.Name, in.Name)
+		for _, r := range insts {
+			if r.Status.ReplicaNode != "" {
+				fmt.Fprintf(out, "  ferry instance show %s; ferry instance wait-synced %s   # its disk replication (UpToDate, Syncing %%, Degraded)\n", r.Name, r.Name)
+			}
+		}
 		for _, h := range hc.Hosts() {
 			if devNodeName(h) == in.Status.Node {
 				fmt.Fprintf(out, "  ip netns pids %s | xargs kill -9    # kill the host %s runs on (failover comes with replicated disks)\n", h.Namespace, in.Name)

@@ -76,16 +76,26 @@ func devImage(ctx context.Context, c *client.Client, dir string, out io.Writer) 
 	return err
 }
 
-// devInstances creates the two demo instances on shared storage (so they
-// can move between the simulated hosts) and waits until they serve.
-func devInstances(ctx context.Context, c *client.Client, shared string, names []string) ([]*api.Instance, error) {
+// devInstance is a demo instance and where its disk lives.
+type devInstance struct {
+	name    string
+	storage string // "" for local, replicated to a second host
+}
+
+// devInstances creates the demo instances (one on shared storage, so it
+// can move between the simulated hosts at will; one on a local disk that
+// ferry replicates to a second host) and waits until they serve.
+func devInstances(ctx context.Context, c *client.Client, insts []devInstance) ([]*api.Instance, error) {
 	var out []*api.Instance
-	for _, name := range names {
+	names := make([]string, 0, len(insts))
+	for _, di := range insts {
+		name := di.name
+		names = append(names, name)
 		if _, err := c.GetInstance(ctx, name); err == nil {
 			continue
 		}
 		spec := api.InstanceSpec{CPUs: 1, Memory: 256 << 20, Disk: 512 << 20, Image: "demo",
-			Storage: api.StorageShared + shared, Probe: &api.Probe{Type: "http", Ports: []int{80}}}
+			Storage: di.storage, Probe: &api.Probe{Type: "http", Ports: []int{80}}}
 		if _, err := c.CreateInstance(ctx, api.CreateInstanceRequest{Name: name, Spec: spec}); err != nil {
 			return nil, fmt.Errorf("create %s: %w", name, err)
 		}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -93,9 +94,17 @@ type Agent struct {
 	imageLocksMu sync.Mutex
 	imageLocks   map[string]*sync.Mutex
 
+	// tlsCfg is the node's TLS configuration (its certificate, the CA);
+	// set by Run before any worker starts. Replication links use it.
+	tlsCfg *tls.Config
+	// diskTune tunes the replicated disk path.
+	diskTune diskTuning
+
 	mu sync.Mutex
 	// workers holds one worker per instance the agent acts on.
 	workers map[string]*worker
+	// disks holds the replicated disks open on this host, by instance.
+	disks map[string]*replDisk
 	// runCtx is the context workers run in; set by Run.
 	runCtx context.Context
 	// wg counts the worker goroutines.
@@ -137,6 +146,8 @@ func New(cfg Config) (*Agent, error) {
 		metrics:    newMetrics(),
 		joined:     saved != nil,
 		workers:    make(map[string]*worker),
+		disks:      make(map[string]*replDisk),
+		diskTune:   defaultDiskTuning,
 		bridge:     cfg.Bridge,
 		apiAddr:    cfg.APIAddr,
 		uplink:     cfg.Uplink,
@@ -244,6 +255,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Lock()
 	a.client = &http.Client{Transport: apiTransport}
 	a.runCtx = ctx
+	a.tlsCfg = tlsCfg
 	a.mu.Unlock()
 
 	var loops sync.WaitGroup
@@ -257,6 +269,19 @@ func (a *Agent) Run(ctx context.Context) error {
 	// The stream creates workers: wait for it before waiting for them.
 	loops.Wait()
 	a.wg.Wait()
+	// Replicated disks close last: VMs keep running, and a VM's QEMU waits
+	// (NBD reconnect) for the next agent to serve its disk again.
+	a.mu.Lock()
+	names := make([]string, 0, len(a.disks))
+	for name := range a.disks {
+		names = append(names, name)
+	}
+	a.mu.Unlock()
+	for _, name := range names {
+		if err := a.closeDisk(name, "", false); err != nil {
+			a.log.Warn("closing disk", "vm", name, "err", err)
+		}
+	}
 	return nil
 }
 

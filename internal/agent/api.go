@@ -34,6 +34,8 @@ const (
 func (a *Agent) serveAPI(ctx context.Context, addr string, tlsCfg *tls.Config, wg *sync.WaitGroup) (string, error) {
 	cfg := tlsCfg.Clone()
 	cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	// Peer agents' replication links share the port, told apart by ALPN.
+	cfg.NextProtos = []string{"http/1.1", replALPN}
 	ln, err := tls.Listen("tcp", addr, cfg)
 	if err != nil {
 		return "", fmt.Errorf("agent: api listener: %w", err)
@@ -41,7 +43,8 @@ func (a *Agent) serveAPI(ctx context.Context, addr string, tlsCfg *tls.Config, w
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/vms/{name}/log", a.apiLog)
 	mux.HandleFunc("GET /v1/vms/{name}/console", a.apiConsole)
-	srv := &http.Server{Handler: a.onlyServers(mux), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: a.onlyServers(mux), ReadHeaderTimeout: 10 * time.Second,
+		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){replALPN: a.serveReplLink}}
 	wg.Go(func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.log.Error("api listener failed", "err", err)

@@ -40,7 +40,7 @@ func (a *Agent) diskPath(inst *api.Instance) string {
 // of the image, created once: it then lives for the instance's life), the
 // kernel and initrd extracted from that disk, and the tap device on the
 // host bridge. It returns the driver spec.
-func (w *worker) prepare(ctx context.Context, inst *api.Instance, nw *api.Network, im *api.Image) (vmm.Spec, error) {
+func (w *worker) prepare(ctx context.Context, inst *api.Instance, nw *api.Network, im *api.Image, peer *api.Peer) (vmm.Spec, error) {
 	a := w.a
 	spec := vmm.Spec{
 		ID:       w.name,
@@ -85,7 +85,16 @@ func (w *worker) prepare(ctx context.Context, inst *api.Instance, nw *api.Networ
 	} else if err != nil {
 		return spec, fmt.Errorf("disk of %s: %w", w.name, err)
 	}
-	spec.DiskPath = disk
+	if replicated(inst) {
+		// The VM reaches its disk through the replicating primary.
+		sock, err := w.ensurePrimary(inst, peer)
+		if err != nil {
+			return spec, err
+		}
+		spec.DiskNBD = sock
+	} else {
+		spec.DiskPath = disk
+	}
 	bootDir := filepath.Join(spec.StateDir, "boot")
 	if err := os.MkdirAll(bootDir, stateDirMod); err != nil {
 		return spec, err

@@ -100,7 +100,7 @@ func (a *Agent) streamOnce(ctx context.Context) (synced bool, err error) {
 				continue
 			}
 			delete(snapshot, name)
-			a.release(name, "no longer assigned to this node")
+			a.release(name, "no longer assigned to this node", ev.Gone)
 		case api.AssignSynced:
 			if !synced {
 				synced = true
@@ -144,7 +144,7 @@ func (a *Agent) releaseStrays(ctx context.Context, snapshot map[string]bool) {
 			a.log.Warn("driver lists a VM with a bad name; leaving it alone", "id", name)
 			continue
 		}
-		a.release(name, "not assigned to this node")
+		a.release(name, "not assigned to this node", false)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/ferrycluster/ferry/internal/api"
@@ -36,6 +37,9 @@ type worker struct {
 	desired *api.Instance // nil: not known yet, or released
 	network *api.Network  // the instance's network, if it has a NIC
 	image   *api.Image    // the instance's image record
+	role    string        // api.RolePrimary or api.RoleSecondary
+	peer    *api.Peer     // the other host of a replicated disk
+	gone    bool          // released because the instance was deleted
 	// serving is the prober's latest verdict not yet reported (nil: none).
 	serving   *bool
 	servingAt time.Time
@@ -93,8 +97,11 @@ func (a *Agent) assign(ev api.AssignmentEvent, session uint64) {
 	defer a.mu.Unlock()
 	inst := ev.Instance
 	w := a.workerLocked(inst.Name, nil)
-	w.desired, w.session, w.released, w.why = inst, session, false, ""
-	w.network, w.image = ev.Network, ev.Image
+	w.desired, w.session, w.released, w.why, w.gone = inst, session, false, "", false
+	w.network, w.image, w.role, w.peer = ev.Network, ev.Image, ev.Role, ev.Peer
+	if w.role == "" {
+		w.role = api.RolePrimary // a server that predates roles
+	}
 	if inst.Spec.State == api.DesiredStopped || inst.Status.Deleting {
 		w.holdRestart = false // a later start is a new decision
 	}
@@ -103,12 +110,14 @@ func (a *Agent) assign(ev api.AssignmentEvent, session uint64) {
 }
 
 // release tells the instance's worker that the instance is not this node's:
-// it destroys the VM without reporting, then ends.
-func (a *Agent) release(name, why string) {
+// it destroys the VM without reporting, then ends. gone says the instance
+// was deleted, so its disk goes too; otherwise the disk stays (it may be
+// the copy that matters).
+func (a *Agent) release(name, why string, gone bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	w := a.workerLocked(name, nil)
-	w.desired, w.released, w.why = nil, true, why
+	w.desired, w.released, w.why, w.gone = nil, true, why, gone
 	w.gen++
 	w.poke()
 }
@@ -184,14 +193,26 @@ func (w *worker) run(ctx context.Context) {
 func (w *worker) reconcile(ctx context.Context) (wait time.Duration, done bool) {
 	w.a.mu.Lock()
 	inst, session, released, why, gen := w.desired, w.session, w.released, w.why, w.gen
-	nw, im := w.network, w.image
+	nw, im, role, peer, gone := w.network, w.image, w.role, w.peer, w.gone
 	w.a.mu.Unlock()
 
 	if released {
-		return w.reconcileReleased(ctx, gen, why)
+		return w.reconcileReleased(ctx, gen, why, gone)
 	}
 	if inst == nil {
 		return 0, false // a recovered VM waiting for its assignment
+	}
+	if role == api.RoleSecondary {
+		return w.reconcileSecondary(ctx, inst, peer)
+	}
+	if w.a.realVMs() && replicated(inst) && !inst.Status.Deleting {
+		// Serve the disk as soon as it exists: a VM recovered after an
+		// agent restart is waiting (NBD reconnect) for it.
+		if _, err := os.Stat(w.a.diskPath(inst)); err == nil {
+			if _, err := w.ensurePrimary(inst, peer); err != nil {
+				return w.failed("serve disk", err), false
+			}
+		}
 	}
 	if w.fenced {
 		if session <= w.fencedSession {
@@ -215,7 +236,7 @@ func (w *worker) reconcile(ctx context.Context) (wait time.Duration, done bool) 
 	case inst.Spec.State == api.DesiredStopped:
 		return w.reconcileStopped(ctx, gen, inst)
 	default:
-		wait, done := w.reconcileRunning(ctx, gen, inst, nw, im)
+		wait, done := w.reconcileRunning(ctx, gen, inst, nw, im, peer)
 		if w.running && !done {
 			w.reportServing(ctx, gen, inst)
 		}
@@ -245,10 +266,17 @@ func (w *worker) reportServing(ctx context.Context, gen uint64, inst *api.Instan
 
 // reconcileReleased destroys the VM of an instance that is not ours; the
 // worker ends unless a new assignment came meanwhile.
-func (w *worker) reconcileReleased(ctx context.Context, gen uint64, why string) (time.Duration, bool) {
+func (w *worker) reconcileReleased(ctx context.Context, gen uint64, why string, gone bool) (time.Duration, bool) {
 	err := w.destroy(ctx)
 	if err == nil {
 		err = w.unprepare(nil, false)
+	}
+	if err == nil {
+		local := ""
+		if gone {
+			local = filepath.Join(w.a.stateDir, "disks", w.name+".img")
+		}
+		err = w.a.closeDisk(w.name, local, gone)
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -271,6 +299,9 @@ func (w *worker) reconcileReleased(ctx context.Context, gen uint64, why string) 
 func (w *worker) reconcileDeleting(ctx context.Context, gen uint64, inst *api.Instance) (time.Duration, bool) {
 	err := w.destroy(ctx)
 	if err == nil {
+		err = w.a.closeDisk(w.name, w.a.diskPath(inst), true)
+	}
+	if err == nil {
 		err = w.unprepare(inst, true)
 	}
 	if err != nil {
@@ -286,6 +317,29 @@ func (w *worker) reconcileDeleting(ctx context.Context, gen uint64, inst *api.In
 	if err := w.report(ctx, gen, inst, api.InstanceReport{Phase: api.PhaseDeleting, Destroyed: true}); err != nil {
 		return w.reportFailed(err)
 	}
+	return 0, false
+}
+
+// reconcileSecondary makes this host hold the instance's replica. A replica
+// host never runs the VM: one left running here (this host was the primary
+// before) is destroyed first.
+func (w *worker) reconcileSecondary(ctx context.Context, inst *api.Instance, peer *api.Peer) (time.Duration, bool) {
+	if w.running {
+		w.log.Warn("this host holds the replica now; destroying the vm it ran")
+		if err := w.destroy(ctx); err != nil {
+			return w.failed("destroy vm", err), false
+		}
+		if err := w.unprepare(nil, false); err != nil {
+			return w.failed("destroy vm", err), false
+		}
+	}
+	if !w.a.realVMs() || inst.Status.Deleting {
+		return 0, false
+	}
+	if err := w.ensureSecondary(inst, peer); err != nil {
+		return w.failed("hold replica", err), false
+	}
+	w.backoff = 0
 	return 0, false
 }
 
@@ -323,7 +377,7 @@ func (w *worker) reconcileStopped(ctx context.Context, gen uint64, inst *api.Ins
 
 // reconcileRunning starts the VM of an instance that should run, no sooner
 // than the backoff after a failed start or an exit allows.
-func (w *worker) reconcileRunning(ctx context.Context, gen uint64, inst *api.Instance, nw *api.Network, im *api.Image) (time.Duration, bool) {
+func (w *worker) reconcileRunning(ctx context.Context, gen uint64, inst *api.Instance, nw *api.Network, im *api.Image, peer *api.Peer) (time.Duration, bool) {
 	if w.running {
 		return w.ensure(ctx, gen, inst, api.PhaseRunning)
 	}
@@ -339,7 +393,7 @@ func (w *worker) reconcileRunning(ctx context.Context, gen uint64, inst *api.Ins
 	if held {
 		return 0, false // the restart policy says no; wait for a new desired state
 	}
-	if err := w.start(ctx, inst, nw, im); err != nil {
+	if err := w.start(ctx, inst, nw, im, peer); err != nil {
 		if ctx.Err() != nil {
 			return 0, false
 		}
@@ -362,8 +416,8 @@ func (w *worker) reconcileRunning(ctx context.Context, gen uint64, inst *api.Ins
 }
 
 // start boots the VM, persists its handle and watches it.
-func (w *worker) start(ctx context.Context, inst *api.Instance, nw *api.Network, im *api.Image) error {
-	spec, err := w.prepare(ctx, inst, nw, im)
+func (w *worker) start(ctx context.Context, inst *api.Instance, nw *api.Network, im *api.Image, peer *api.Peer) error {
+	spec, err := w.prepare(ctx, inst, nw, im, peer)
 	if err != nil {
 		return err
 	}

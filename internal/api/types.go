@@ -133,6 +133,84 @@ type InstanceStatus struct {
 	ServingSince time.Time `json:"servingSince,omitempty"`
 	// Boots counts the times the VM was started by ferry.
 	Boots int `json:"boots,omitempty"`
+	// Epoch numbers the disk's primaries: the control plane raises it at
+	// every placement, promotion and outdate, and a replica refuses writes
+	// from a primary with a lower one (a zombie cannot write into it).
+	Epoch uint64 `json:"epoch,omitempty"`
+	// ReplicaOutdated says the replica may lack acknowledged writes: it is
+	// set when the replica is placed (it has no data yet) and when the
+	// primary lost it and went on without it; it is cleared when the
+	// primary reports the replica up to date under the current epoch. An
+	// outdated replica is never promoted.
+	ReplicaOutdated bool `json:"replicaOutdated,omitempty"`
+	// ReplicaResets counts the times the control plane told the replica
+	// host to set its copy aside and take a full sync (after divergence).
+	ReplicaResets uint64 `json:"replicaResets,omitempty"`
+	// Disk is the replication state of the disk, as its primary reports it.
+	Disk *DiskStatus `json:"disk,omitempty"`
+}
+
+// Disk replication states, after DRBD's (see internal/disk/repl).
+const (
+	DiskUpToDate     = "UpToDate"
+	DiskSyncing      = "Syncing"
+	DiskOutdated     = "Outdated"
+	DiskDegraded     = "Degraded"
+	DiskFrozen       = "Frozen"
+	DiskDiverged     = "Diverged"
+	DiskUnreplicated = "Unreplicated"
+	DiskStaleEpoch   = "StaleEpoch"
+)
+
+// DiskStates lists the disk states, for validation and docs.
+var DiskStates = []string{DiskUpToDate, DiskSyncing, DiskOutdated, DiskDegraded, DiskFrozen, DiskDiverged, DiskUnreplicated, DiskStaleEpoch}
+
+// DiskStatus is the replication state of an instance's disk.
+type DiskStatus struct {
+	// State is one of DiskStates.
+	State string `json:"state"`
+	// Reason explains the state in words.
+	Reason string `json:"reason,omitempty"`
+	// Epoch is the epoch the primary writes under.
+	Epoch uint64 `json:"epoch"`
+	// Sync describes the current resync (State Syncing) or the last one.
+	Sync *DiskSync `json:"sync,omitempty"`
+	// DirtyBytes is how much of the disk the replica is known to lack.
+	DirtyBytes int64 `json:"dirtyBytes,omitempty"`
+	// At is when the agent observed this state.
+	At time.Time `json:"at"`
+}
+
+// DiskSync is the progress of a resync: what it covers, what is left, how
+// fast it goes, and the data it actually sent (holes are skipped).
+type DiskSync struct {
+	TotalBytes     int64   `json:"totalBytes"`
+	DoneBytes      int64   `json:"doneBytes"`
+	SentBytes      int64   `json:"sentBytes"`
+	BytesPerSecond float64 `json:"bytesPerSecond,omitempty"`
+	ETASeconds     float64 `json:"etaSeconds,omitempty"`
+	Done           bool    `json:"done,omitempty"`
+}
+
+// Percent returns how much of the resync is done, 0-100.
+func (s *DiskSync) Percent() float64 {
+	if s == nil || s.TotalBytes <= 0 {
+		return 100
+	}
+	return 100 * float64(s.DoneBytes) / float64(s.TotalBytes)
+}
+
+// OutdateRequest is the body of an agent's request to mark its instance's
+// replica outdated: Epoch is the epoch the primary was writing under when
+// it lost the replica.
+type OutdateRequest struct {
+	Epoch uint64 `json:"epoch"`
+}
+
+// OutdateResponse carries the epoch the primary may go on writing under,
+// degraded.
+type OutdateResponse struct {
+	Epoch uint64 `json:"epoch"`
 }
 
 // Resources is an amount of CPU, memory and disk.
@@ -379,6 +457,26 @@ type AssignmentEvent struct {
 	Network *Network `json:"network,omitempty"`
 	// Image is the instance's image record (for download and checks).
 	Image *Image `json:"image,omitempty"`
+	// Role is this node's part for the instance: "primary" (it runs the
+	// VM and serves the disk) or "secondary" (it holds the replica).
+	Role string `json:"role,omitempty"`
+	// Peer is the other side of the disk's replication, if any.
+	Peer *Peer `json:"peer,omitempty"`
+	// Gone, on a delete, says the instance itself was deleted (rather than
+	// moved away from this node): its disk can go too.
+	Gone bool `json:"gone,omitempty"`
+}
+
+// Roles in an assignment.
+const (
+	RolePrimary   = "primary"
+	RoleSecondary = "secondary"
+)
+
+// Peer names the other host of a replicated disk and where its agent is.
+type Peer struct {
+	Node    string `json:"node"`
+	Address string `json:"address,omitempty"`
 }
 
 // ObjectMeta returns the object's metadata; the store uses it to fill in

@@ -140,6 +140,35 @@ func (r *InstanceReport) Validate() error {
 	return nil
 }
 
+// Validate checks a disk status report.
+func (d *DiskStatus) Validate() error {
+	ok := false
+	for _, s := range DiskStates {
+		ok = ok || d.State == s
+	}
+	if !ok {
+		return fieldErr("state", "must be one of %v, got %q", DiskStates, d.State)
+	}
+	if len(d.Reason) > 4096 {
+		return fieldErr("reason", "is limited to 4096 bytes")
+	}
+	if d.DirtyBytes < 0 {
+		return fieldErr("dirtyBytes", "must not be negative, got %d", d.DirtyBytes)
+	}
+	if s := d.Sync; s != nil && (s.TotalBytes < 0 || s.DoneBytes < 0 || s.SentBytes < 0 || s.DoneBytes > s.TotalBytes || s.BytesPerSecond < 0 || s.ETASeconds < 0) {
+		return fieldErr("sync", "byte counts and rates must not be negative, and doneBytes must not exceed totalBytes")
+	}
+	return nil
+}
+
+// Validate checks an outdate request.
+func (r *OutdateRequest) Validate() error {
+	if r.Epoch == 0 {
+		return fieldErr("epoch", "is required: the epoch the primary wrote under")
+	}
+	return nil
+}
+
 // Validate checks a join request (the CSR itself is checked by pki).
 func (r *JoinRequest) Validate() error {
 	if r.Token == "" {

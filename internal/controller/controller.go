@@ -274,6 +274,11 @@ func (c *Controller) place(ctx context.Context, nodes []*api.Node, alive map[str
 			continue
 		}
 		in.Status.Node, in.Status.ReplicaNode = host, replica
+		// A new primary writes under a new epoch; a new replica holds
+		// nothing yet, so it must not be promoted until its primary says
+		// it is up to date.
+		in.Status.Epoch++
+		in.Status.ReplicaOutdated = replica != ""
 		in.Status.Phase, in.Status.Since = api.PhaseScheduled, now
 		in.Status.Message = "placed on " + host
 		ev := c.s.EventOp(api.Event{Time: now, Kind: api.KindInstance, Name: in.Name, Type: "Scheduled", Node: host, Message: "replica on " + orNone(replica)})

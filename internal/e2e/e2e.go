@@ -303,6 +303,42 @@ func (c *Cluster) GetWithin(ctx context.Context, ip string, d time.Duration) (De
 	return a, nil
 }
 
+// FillAnswer is what the demo image's fill.cgi says about its file.
+type FillAnswer struct {
+	Bytes  int64  `json:"bytes"`
+	SHA256 string `json:"sha256"`
+	Error  string `json:"error"`
+}
+
+// Fill makes the demo guest at ip write mib MiB of random data and fsync
+// it (mib 0 only asks about the file as it is).
+func (c *Cluster) Fill(ctx context.Context, ip string, mib int) (FillAnswer, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	u := "http://" + ip + "/cgi-bin/fill.cgi"
+	if mib > 0 {
+		u += fmt.Sprintf("?mib=%d", mib)
+	}
+	code, body, err := c.Hosts.HTTPGet(ctx, c.Hosts.ClientNS(), u)
+	if err != nil {
+		return FillAnswer{}, err
+	}
+	var a FillAnswer
+	if code != http.StatusOK {
+		return a, fmt.Errorf("fill: status %d: %s", code, body)
+	}
+	if err := json.Unmarshal(body, &a); err != nil {
+		return a, fmt.Errorf("fill: answer %q: %w", body, err)
+	}
+	if a.Error != "" {
+		return a, fmt.Errorf("fill: %s", a.Error)
+	}
+	return a, nil
+}
+
+// AgentDir returns the state directory of a node's agent.
+func (c *Cluster) AgentDir(name string) string { return filepath.Join(c.opts.Dir, "agents", name) }
+
 // Diagnostics returns the output of every process, for a failed test.
 func (c *Cluster) Diagnostics() string {
 	c.mu.Lock()

@@ -532,6 +532,7 @@ func (b *demoBuilder) rootTree(dir, ver, kernel string, initrd []byte, applets [
 		{"etc/acpi/PWRF/00000080", 0o755, guestFile("power-button")},
 		{"usr/sbin/demo-counter", 0o755, guestFile("demo-counter")},
 		{"srv/www/cgi-bin/index.cgi", 0o755, guestFile("index.cgi")},
+		{"srv/www/cgi-bin/fill.cgi", 0o755, guestFile("fill.cgi")},
 		{"etc/hostname", 0o644, []byte("ferry-demo\n")},
 		{"etc/hosts", 0o644, []byte("127.0.0.1\tlocalhost\n")},
 		{"etc/passwd", 0o644, []byte("root:x:0:0:root:/root:/bin/sh\n")},

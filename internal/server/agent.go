@@ -112,7 +112,17 @@ func (s *Server) assignments(w http.ResponseWriter, r *http.Request) {
 		return true
 	}
 	put := func(in *api.Instance) api.AssignmentEvent {
-		ev := api.AssignmentEvent{Type: api.AssignPut, Name: in.Name, Instance: in}
+		ev := api.AssignmentEvent{Type: api.AssignPut, Name: in.Name, Instance: in, Role: api.RolePrimary}
+		peer := in.Status.ReplicaNode
+		if in.Status.Node != node {
+			ev.Role, peer = api.RoleSecondary, in.Status.Node
+		}
+		if peer != "" {
+			ev.Peer = &api.Peer{Node: peer}
+			if n, err := s.store.Nodes.Get(ctx, peer); err == nil {
+				ev.Peer.Address = n.Status.Address
+			}
+		}
 		if in.Spec.Network != "" {
 			if nw, err := s.store.Networks.Get(ctx, in.Spec.Network); err == nil {
 				ev.Network = nw
@@ -125,7 +135,7 @@ func (s *Server) assignments(w http.ResponseWriter, r *http.Request) {
 	}
 	mine := map[string]bool{}
 	for _, in := range items {
-		if in.Status.Node == node {
+		if assignedTo(in, node) {
 			mine[in.Name] = true
 			if !send(put(in)) {
 				return
@@ -155,19 +165,25 @@ func (s *Server) assignments(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			switch {
-			case !ev.Deleted && ev.Object.Status.Node == node:
+			case !ev.Deleted && assignedTo(ev.Object, node):
 				mine[ev.Name] = true
 				if !send(put(ev.Object)) {
 					return
 				}
 			case mine[ev.Name]:
 				delete(mine, ev.Name)
-				if !send(api.AssignmentEvent{Type: api.AssignDelete, Name: ev.Name}) {
+				if !send(api.AssignmentEvent{Type: api.AssignDelete, Name: ev.Name, Gone: ev.Deleted}) {
 					return
 				}
 			}
 		}
 	}
+}
+
+// assignedTo reports whether node has a part in the instance: it runs it
+// (primary) or holds its disk's replica (secondary).
+func assignedTo(in *api.Instance, node string) bool {
+	return in.Status.Node == node || (in.Status.ReplicaNode == node && in.Spec.SharedPath() == "")
 }
 
 // reportStatus records what an agent observed about one of its instances.

@@ -71,6 +71,8 @@ func (s *Server) routeTable() []Route {
 		{"POST", "/v1/agent/heartbeat", authAgent, s.heartbeat},
 		{"GET", "/v1/agent/assignments", authAgent, s.assignments},
 		{"PUT", "/v1/agent/instances/{name}/status", authAgent, s.reportStatus},
+		{"PUT", "/v1/agent/instances/{name}/disk", authAgent, s.reportDisk},
+		{"POST", "/v1/agent/instances/{name}/outdate-replica", authAgent, s.outdateReplica},
 		{"GET", "/v1/agent/images/{name}", authAgent, s.downloadImage},
 	}
 }

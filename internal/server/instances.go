@@ -250,6 +250,8 @@ func (s *Server) startInstance(w http.ResponseWriter, r *http.Request) {
 		now := s.cfg.Now().UTC()
 		in.Spec.State = api.DesiredRunning
 		in.Status.Node, in.Status.ReplicaNode = on, ""
+		in.Status.Epoch++
+		in.Status.ReplicaOutdated, in.Status.Disk = false, nil
 		in.Status.Phase, in.Status.Since, in.Status.Message = api.PhaseScheduled, now, "moved from "+orDash(from)
 		return []clientv3.Op{s.instanceEvent(in, "Moved", "from "+orDash(from)+" to "+on+" (shared storage)")}, nil
 	})
