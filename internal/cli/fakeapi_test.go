@@ -64,6 +64,10 @@ type fakeAPI struct {
 	// is closed.
 	consoleIn   bytes.Buffer
 	consoleDone chan struct{}
+	// statuses scripts GET /v1/instances/{name}: each GET of the instance
+	// takes the next status of its list (the last one stays); a nil entry
+	// answers 503 instead, as a server electing a leader does.
+	statuses map[string][]*api.InstanceStatus
 }
 
 func newFakeAPI() *fakeAPI {
@@ -79,6 +83,7 @@ func newFakeAPI() *fakeAPI {
 		logs:        map[string]string{},
 		uploads:     map[string]int64{},
 		consoleDone: make(chan struct{}),
+		statuses:    map[string][]*api.InstanceStatus{},
 	}
 	f.failImage = "broken"
 	return f
@@ -185,6 +190,18 @@ func (f *fakeAPI) handler() http.Handler {
 		if !ok {
 			writeError(w, 404, "not_found", "", "instance %q not found", r.PathValue("name"))
 			return
+		}
+		if seq := f.statuses[in.Name]; len(seq) > 0 {
+			st := seq[0]
+			if len(seq) > 1 {
+				f.statuses[in.Name] = seq[1:]
+			}
+			if st == nil {
+				writeError(w, 503, "unavailable", "", "no leader")
+				return
+			}
+			f.rv++
+			in.Status, in.ResourceVersion = *st, strconv.Itoa(f.rv)
 		}
 		if f.autoStep {
 			if f.step(in) {
@@ -609,6 +626,9 @@ type runOpts struct {
 	cancelAfterLines int
 	// stdin is what the command reads; nil means nothing (EOF).
 	stdin io.Reader
+	// cancelOnStderr cancels the command's context once stderr contains
+	// it, to interrupt a wait.
+	cancelOnStderr string
 }
 
 func (e *testEnv) run(t *testing.T, o runOpts, args ...string) result {
@@ -619,7 +639,10 @@ func (e *testEnv) run(t *testing.T, o runOpts, args ...string) result {
 	if o.cancelAfterLines > 0 {
 		stdout.after, stdout.fn = o.cancelAfterLines, cancel
 	}
-	var stderr bytes.Buffer
+	stderr := &lineWriter{}
+	if o.cancelOnStderr != "" {
+		stderr.match, stderr.fn = o.cancelOnStderr, cancel
+	}
 	stdin := o.stdin
 	if stdin == nil {
 		stdin = strings.NewReader("")
@@ -627,7 +650,7 @@ func (e *testEnv) run(t *testing.T, o runOpts, args ...string) result {
 	root := NewRoot(RootOptions{
 		Stdin:         stdin,
 		Stdout:        stdout,
-		Stderr:        &stderr,
+		Stderr:        stderr,
 		Version:       "v1.2.3",
 		Getenv:        func(k string) string { return e.env[k] },
 		Now:           func() time.Time { return testNow },
@@ -639,11 +662,13 @@ func (e *testEnv) run(t *testing.T, o runOpts, args ...string) result {
 	return result{stdout: stdout.String(), stderr: stderr.String(), err: err}
 }
 
-// lineWriter is a buffer that calls fn once it holds after lines.
+// lineWriter is a buffer that calls fn once it holds after lines, or
+// once it contains match.
 type lineWriter struct {
 	mu    sync.Mutex
 	buf   bytes.Buffer
 	after int
+	match string
 	fn    func()
 }
 
@@ -651,7 +676,8 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	n, err := w.buf.Write(p)
-	if w.fn != nil && bytes.Count(w.buf.Bytes(), []byte("\n")) >= w.after {
+	if w.fn != nil && (w.after > 0 && bytes.Count(w.buf.Bytes(), []byte("\n")) >= w.after ||
+		w.match != "" && bytes.Contains(w.buf.Bytes(), []byte(w.match))) {
 		w.fn()
 		w.fn = nil
 	}

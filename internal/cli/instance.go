@@ -34,6 +34,7 @@ func (a *app) newInstanceCmd() *cobra.Command {
 		a.newInstanceStartStopCmd("start"),
 		a.newInstanceStartStopCmd("stop"),
 		a.newInstanceRemoveCmd(),
+		a.newInstanceWaitSyncedCmd(),
 		a.newConsoleCmd(),
 		a.newLogsCmd(),
 	)
@@ -272,13 +273,13 @@ func (a *app) newInstanceListCmd() *cobra.Command {
 func (a *app) printInstances(items []api.Instance) error {
 	sort.Slice(items, func(i, j int) bool { return items[i].Name < items[j].Name })
 	now := a.opts.Now()
-	t := newTable(a.stdout(), "NAME", "PHASE", "SERVING", "NODE", "REPLICA", "IP", "CPUS", "MEMORY", "DISK", "AGE", "SINCE")
+	t := newTable(a.stdout(), "NAME", "PHASE", "SERVING", "NODE", "REPLICA", "DISK-REPL", "IP", "CPUS", "MEMORY", "DISK", "AGE", "SINCE")
 	for _, in := range items {
 		phase := string(in.Status.Phase)
 		if in.Status.Deleting && in.Status.Phase != api.PhaseDeleting {
 			phase += ",Deleting"
 		}
-		t.row(in.Name, phase, yesNo(in.Status.Serving), in.Status.Node, in.Status.ReplicaNode, in.Spec.IP,
+		t.row(in.Name, phase, yesNo(in.Status.Serving), in.Status.Node, in.Status.ReplicaNode, diskColumn(&in), in.Spec.IP,
 			strconv.Itoa(in.Spec.CPUs), fmtBytes(in.Spec.Memory), fmtBytes(in.Spec.Disk),
 			ago(now, in.CreatedAt), ago(now, in.Status.Since))
 	}
@@ -327,6 +328,8 @@ func (a *app) printInstance(in *api.Instance) error {
 	d.add("Boots", strconv.Itoa(in.Status.Boots))
 	d.add("Host", in.Status.Node)
 	d.add("Replica host", in.Status.ReplicaNode)
+	d.add("Disk replication", diskReplication(in))
+	d.add("Replica", replicaState(in))
 	d.add("Network", in.Spec.Network)
 	d.add("IP", in.Spec.IP)
 	d.add("MAC", in.Spec.MAC)

@@ -26,6 +26,9 @@ func seed(f *fakeAPI) {
 			Phase: api.PhaseRunning, Node: "n1", ReplicaNode: "n2", Since: testNow.Add(-2 * time.Hour),
 			Message: "up", LastError: "disk resync took 3s",
 			Serving: true, ServingSince: testNow.Add(-110 * time.Minute), Boots: 3,
+			Epoch: 3, ReplicaOutdated: true,
+			Disk: &api.DiskStatus{State: api.DiskSyncing, Epoch: 3, At: testNow.Add(-time.Second),
+				Sync: &api.DiskSync{TotalBytes: 300 << 20, DoneBytes: 126 << 20, SentBytes: 100 << 20, BytesPerSecond: 31 << 20, ETASeconds: 5.6}},
 		},
 	})
 	f.addInstance(api.Instance{
@@ -83,9 +86,9 @@ func TestInstanceCommands(t *testing.T) {
 			name: "ls",
 			args: []string{"instance", "ls"},
 			wantExact: "" +
-				"NAME    PHASE     SERVING   NODE   REPLICA   IP           CPUS   MEMORY   DISK   AGE   SINCE\n" +
-				"db      Stopped   no        -      -         -            1      256M     1G     2d    90s\n" +
-				"web-1   Running   yes       n1     n2        10.77.0.20   2      512M     4G     3h    2h\n",
+				"NAME    PHASE     SERVING   NODE   REPLICA   DISK-REPL     IP           CPUS   MEMORY   DISK   AGE   SINCE\n" +
+				"db      Stopped   no        -      -         -             -            1      256M     1G     2d    90s\n" +
+				"web-1   Running   yes       n1     n2        Syncing 42%   10.77.0.20   2      512M     4G     3h    2h\n",
 		},
 		{
 			name:     "aliases",
@@ -256,6 +259,8 @@ func TestInstanceCommands(t *testing.T) {
 				detail("Network", "lan"), detail("IP", "10.77.0.20"), detail("MAC", "0e:f0:00:12:34:56"),
 				detail("Storage", "local"), detail("Probe", "http:80,8080/healthz"), detail("Restart policy", "on-failure"),
 				strings.TrimSuffix(detail("Serving", "yes, since "), "\n"), "(1h50m ago)\n", detail("Boots", "3"),
+				detail("Replica host", "n2") + detail("Disk replication", "Syncing 42% (174M of 300M left, 31M/s, about 6s left)") +
+					detail("Replica", "outdated (may lack writes; never promoted)") + detail("Network", "lan"),
 			},
 		},
 		{
@@ -264,6 +269,7 @@ func TestInstanceCommands(t *testing.T) {
 			wantOut: []string{
 				detail("Storage", "shared:/mnt/ferry"), detail("Probe", "tcp:22,80 (default)"), detail("Restart policy", "always (default)"),
 				detail("Serving", "no"), detail("Boots", "0"), detail("Network", "-"),
+				detail("Disk replication", "none (shared storage)"), detail("Replica", "-"),
 			},
 		},
 		{

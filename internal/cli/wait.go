@@ -133,7 +133,7 @@ func (p *progress) show(inst *api.Instance) {
 		return
 	}
 	p.last, p.lastErr = line, ""
-	fmt.Fprintf(p.a.stderr(), "%s  instance/%s  %s\n", p.a.opts.Now().Local().Format("15:04:05"), p.name, line)
+	p.a.progressLine(p.name, line)
 }
 
 func (p *progress) problem(err error) {
@@ -142,5 +142,11 @@ func (p *progress) problem(err error) {
 		return
 	}
 	p.lastErr = msg
-	fmt.Fprintf(p.a.stderr(), "%s  instance/%s  (retrying: %s)\n", p.a.opts.Now().Local().Format("15:04:05"), p.name, msg)
+	p.a.progressLine(p.name, "(retrying: "+msg+")")
+}
+
+// progressLine prints one line of a wait's progress about an instance to
+// stderr: "15:04:05  instance/web-1  Running on n1".
+func (a *app) progressLine(name, line string) {
+	fmt.Fprintf(a.stderr(), "%s  instance/%s  %s\n", a.opts.Now().Local().Format("15:04:05"), name, line)
 }
