@@ -10,13 +10,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"time"
 
 	"github.com/ferrycluster/ferry/internal/api"
@@ -76,17 +72,17 @@ func run(bin string, runs int) error {
 	}
 	var bare, ferry []float64
 	for i := 0; i < runs; i++ {
-		b, err := bareBoot(ctx, img, kernel, initrd, dir)
+		b, err := e2e.BareBoot(ctx, img, kernel, initrd, dir)
 		if err != nil {
 			return fmt.Errorf("bare boot %d: %w", i+1, err)
 		}
-		bare = append(bare, b)
+		bare = append(bare, b.Seconds())
 		f, err := ferryBoot(ctx, c, in.Spec.IP)
 		if err != nil {
 			return fmt.Errorf("ferry boot %d: %w\n%s", i+1, err, c.Diagnostics())
 		}
 		ferry = append(ferry, f)
-		fmt.Printf("run %d: bare %.2f s, ferry %.2f s\n", i+1, b, f)
+		fmt.Printf("run %d: bare %.2f s, ferry %.2f s\n", i+1, b.Seconds(), f)
 	}
 	mb, mf := median(bare), median(ferry)
 	fmt.Printf("RESULT bare_boot_s=%.2f ferry_boot_s=%.2f overhead_ratio=%.3f runs=%d\n", mb, mf, mf/mb, runs)
@@ -118,49 +114,6 @@ func ferryBoot(ctx context.Context, c *e2e.Cluster, ip string) (float64, error) 
 		got, err := c.Client.GetInstance(ctx, "bench")
 		return err == nil && got.Status.Phase == api.PhaseStopped
 	})
-}
-
-// bareBoot boots a copy of the image with a plain QEMU command line and
-// user-mode networking forwarding a loopback port to the guest's port 80.
-func bareBoot(ctx context.Context, img, kernel, initrd, dir string) (float64, error) {
-	disk := filepath.Join(dir, "bare.img")
-	os.Remove(disk)
-	if _, err := image.SparseCopy(ctx, img, disk); err != nil {
-		return 0, err
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	args := []string{"-nodefaults", "-no-user-config", "-display", "none", "-vga", "none",
-		"-machine", "pc", "-accel", "tcg", "-m", "256", "-smp", "1",
-		"-kernel", kernel, "-initrd", initrd,
-		"-append", image.BootArgs("bench", "10.0.2.15/24", "10.0.2.2"),
-		"-drive", "file=" + disk + ",format=raw,if=virtio",
-		"-netdev", "user,id=n0,hostfwd=tcp:127.0.0.1:" + strconv.Itoa(port) + "-:80",
-		"-device", "virtio-net-pci,netdev=n0,romfile=",
-		"-serial", "null"}
-	start := time.Now()
-	cmd := exec.Command("qemu-system-x86_64", args...)
-	if err := cmd.Start(); err != nil {
-		return 0, err
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
-	deadline := time.Now().Add(2 * time.Minute)
-	for time.Now().Before(deadline) {
-		hc := &http.Client{Timeout: 250 * time.Millisecond}
-		if resp, err := hc.Get(url); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return time.Since(start).Seconds(), nil
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return 0, fmt.Errorf("no HTTP answer within 2 minutes")
 }
 
 func median(v []float64) float64 {

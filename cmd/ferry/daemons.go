@@ -133,6 +133,7 @@ used from then on.`,
 	f.StringVar(&cfg.Uplink, "uplink", "", "host NIC to attach to the bridge (the instances' LAN), e.g. eth1")
 	f.StringVar(&cfg.APIAddr, "api-listen", ":7445", "address where servers reach this agent (console, logs); empty disables")
 	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", time.Second, "time between heartbeats")
+	f.DurationVar(&cfg.FenceAfter, "fence-after", agent.DefaultFenceAfter, "kill this host's VMs and freeze their disks after this long without an acknowledged heartbeat (self-fencing; keep it below the servers' --node-ttl by a second; negative disables it, which makes failover unsafe)")
 	f.StringVar(&cfg.ListenAddr, "listen", "127.0.0.1:7444", "address for /metrics and /healthz (empty disables)")
 	return cmd
 }

@@ -76,9 +76,20 @@ type Agent struct {
 
 	started atomic.Bool
 	// session numbers the assignment stream's connections.
-	session     atomic.Uint64
-	metricsAddr atomic.Pointer[string]
-	lastAck     atomic.Pointer[time.Time]
+	session atomic.Uint64
+	// fenceAfter is how long without an acknowledged heartbeat before the
+	// agent kills its VMs (see fence.go); 0 disables self-fencing.
+	fenceAfter time.Duration
+	// fenced is set while the host is fenced; unfencedSession is the
+	// stream session current when the last fence ended: assignments from
+	// it or older are not acted on.
+	fenced          atomic.Bool
+	unfencedSession atomic.Uint64
+	// streamCancel ends the current assignment stream (to get a fresh
+	// snapshot after a fence).
+	streamCancel atomic.Pointer[context.CancelCauseFunc]
+	metricsAddr  atomic.Pointer[string]
+	lastAck      atomic.Pointer[time.Time]
 
 	// client carries the assignment stream and the reports (mTLS); set by
 	// Run before any worker starts.
@@ -148,6 +159,7 @@ func New(cfg Config) (*Agent, error) {
 		workers:    make(map[string]*worker),
 		disks:      make(map[string]*replDisk),
 		diskTune:   defaultDiskTuning,
+		fenceAfter: cfg.FenceAfter,
 		bridge:     cfg.Bridge,
 		apiAddr:    cfg.APIAddr,
 		uplink:     cfg.Uplink,
@@ -259,7 +271,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Unlock()
 
 	var loops sync.WaitGroup
+	startedAt := time.Now()
 	loops.Go(func() { a.heartbeatLoop(ctx, &http.Client{Transport: hbTransport}) })
+	loops.Go(func() { a.fenceLoop(ctx, startedAt) })
 	a.recoverVMs(ctx)
 	loops.Go(func() { a.streamLoop(ctx) })
 	a.log.Info("agent running", "server", a.serverURL, "capacity", a.heartbeat.Capacity, "driver", a.driver.Name())

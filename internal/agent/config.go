@@ -76,7 +76,20 @@ type Config struct {
 	// Bridge is the host bridge instance taps are attached to; it must
 	// exist (it joins the host to the instances' LAN). Default "ferrybr0".
 	Bridge string
+	// FenceAfter is how long the agent goes on without an acknowledged
+	// heartbeat before it kills its VMs and freezes their disks
+	// (self-fencing). It must be shorter than the servers' node TTL by
+	// more than a kill takes (the default suits TTL 3 s: 2 s, leaving 1 s);
+	// and long enough that a loaded host with a slow link is not fenced
+	// (heartbeats are sent every HeartbeatInterval on their own
+	// connection). Zero means DefaultFenceAfter; negative disables it,
+	// which makes failover unsafe.
+	FenceAfter time.Duration
 }
+
+// DefaultFenceAfter is Config.FenceAfter's default: the node TTL's default
+// (3 s) less a second.
+const DefaultFenceAfter = 2 * time.Second
 
 // File names in the state directory.
 const (
@@ -118,6 +131,12 @@ func checkConfig(cfg *Config) (saved *savedNode, err error) {
 		return nil, fmt.Errorf("agent: HeartbeatInterval must not be negative, got %s", cfg.HeartbeatInterval)
 	case cfg.HeartbeatInterval == 0:
 		cfg.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if cfg.FenceAfter == 0 {
+		cfg.FenceAfter = DefaultFenceAfter
+	}
+	if cfg.FenceAfter > 0 && cfg.FenceAfter <= cfg.HeartbeatInterval {
+		return nil, fmt.Errorf("agent: FenceAfter (%s) must be longer than HeartbeatInterval (%s), or every late heartbeat fences the host", cfg.FenceAfter, cfg.HeartbeatInterval)
 	}
 	if len(cfg.Address) > maxAddressLen {
 		return nil, fmt.Errorf("agent: Address is %d bytes long; at most %d are allowed", len(cfg.Address), maxAddressLen)

@@ -78,17 +78,36 @@ type replDisk struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu       sync.Mutex
-	peer     api.Peer
-	linkErr  error // primary: why the last connect failed
-	diverged bool  // primary: the peer holds data that is not ours
-	stale    bool  // primary: the peer knows a higher epoch
+	mu   sync.Mutex
+	peer api.Peer
+	// outdatedAt is the epoch under which the control plane recorded the
+	// replica as outdated (0: not outdated), from the assignment.
+	outdatedAt uint64
+	linkErr    error // primary: why the last connect failed
+	diverged   bool  // primary: the peer holds data that is not ours
+	stale      bool  // primary: the peer knows a higher epoch
 }
 
 func (d *replDisk) setPeer(p api.Peer) {
 	d.mu.Lock()
 	d.peer = p
 	d.mu.Unlock()
+}
+
+// setAssignment records what the control plane says of the replica.
+func (d *replDisk) setAssignment(inst *api.Instance) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.outdatedAt = 0
+	if inst.Status.ReplicaOutdated {
+		d.outdatedAt = inst.Status.Epoch
+	}
+}
+
+func (d *replDisk) replicaOutdatedAt() uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.outdatedAt
 }
 
 func (d *replDisk) getPeer() api.Peer {
@@ -157,6 +176,7 @@ func (w *worker) ensurePrimary(inst *api.Instance, peer *api.Peer) (string, erro
 		if peer != nil {
 			d.setPeer(*peer)
 		}
+		d.setAssignment(inst)
 		return d.sock, nil
 	}
 	if d != nil {
@@ -176,6 +196,7 @@ func (w *worker) ensurePrimary(inst *api.Instance, peer *api.Peer) (string, erro
 	if peer != nil {
 		d.peer = *peer
 	}
+	d.setAssignment(inst)
 	ctx, cancel := context.WithCancel(a.runCtx)
 	d.cancel = cancel
 	prim, err := repl.NewPrimary(repl.Config{
@@ -374,9 +395,23 @@ func (d *replDisk) linkLoop(ctx context.Context) {
 			d.log.Warn("cannot link to replica; retrying", "peer", d.getPeer().Node, "err", err)
 			lastErr = err.Error()
 		}
-		// A primary that never linked (new, or restarted after a crash)
-		// waits for its replica a little, then asks to go on alone. One
-		// that lost its link asks through OnPeerLost instead.
+		// A primary that never linked may write alone at once if the
+		// control plane already recorded the replica as outdated under
+		// this primary's epoch (a new instance, or a failover: both raise
+		// the epoch past any the disk was linked under, which Degrade
+		// checks).
+		if !asked && d.prim.Status().State == repl.StateFrozen {
+			if e := d.replicaOutdatedAt(); e != 0 && e == d.prim.Status().Epoch {
+				if err := d.prim.Degrade(e); err == nil {
+					d.log.Info("replica is outdated per the control plane; writing alone until it is synced", "epoch", e)
+					asked = true
+					continue
+				}
+			}
+		}
+		// Otherwise (new, or restarted after a crash) it waits for its
+		// replica a little, then asks to go on alone. One that lost its
+		// link asks through OnPeerLost instead.
 		if !asked && d.prim.Status().State == repl.StateFrozen && time.Since(start) >= tune.degradeAfter {
 			asked = true
 			d.wg.Go(func() {

@@ -18,6 +18,7 @@ type metrics struct {
 	reconcileErrors prometheus.Counter
 	vms             prometheus.Gauge
 	lastAck         prometheus.Gauge
+	fences          prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -39,10 +40,14 @@ func newMetrics() *metrics {
 			Name: "ferry_agent_last_heartbeat_ack_timestamp_seconds",
 			Help: "Unix time at which the last acknowledged heartbeat was sent.",
 		}),
+		fences: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ferry_agent_self_fences_total",
+			Help: "Times the agent killed its VMs and froze their disks because the control plane stopped acknowledging its heartbeats.",
+		}),
 	}
 	m.heartbeatOK = m.heartbeats.WithLabelValues("ok")
 	m.heartbeatError = m.heartbeats.WithLabelValues("error")
-	m.reg.MustRegister(m.heartbeats, m.reconcileErrors, m.vms, m.lastAck,
+	m.reg.MustRegister(m.heartbeats, m.reconcileErrors, m.vms, m.lastAck, m.fences,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -18,6 +18,9 @@ import (
 // ping period allows.
 var errStreamIdle = errors.New("assignment stream silent for too long")
 
+// errRestream ends a stream so that the next one sends a fresh snapshot.
+var errRestream = errors.New("fresh assignment snapshot needed after a self-fence")
+
 // streamLoop follows the assignment stream until ctx ends, reconnecting with
 // capped exponential backoff.
 func (a *Agent) streamLoop(ctx context.Context) {
@@ -43,6 +46,7 @@ func (a *Agent) streamLoop(ctx context.Context) {
 func (a *Agent) streamOnce(ctx context.Context) (synced bool, err error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	a.streamCancel.Store(&cancel)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.serverURL+"/v1/agent/assignments", nil)
 	if err != nil {
 		return false, fmt.Errorf("assignment stream: %w", err)

@@ -202,6 +202,9 @@ func (w *worker) reconcile(ctx context.Context) (wait time.Duration, done bool) 
 	if inst == nil {
 		return 0, false // a recovered VM waiting for its assignment
 	}
+	if w.a.fenceBlocks(session) {
+		return 0, false // fenced, or the assignment predates the fence
+	}
 	if role == api.RoleSecondary {
 		return w.reconcileSecondary(ctx, inst, peer)
 	}
@@ -502,7 +505,10 @@ func (w *worker) exited(res vmm.ExitResult, ok bool) {
 	w.stopProbe()
 	d := w.nextDelay()
 	r := api.InstanceReport{Phase: api.PhaseStopped, Message: "the guest shut down", Serving: new(bool), ServingAt: at}
-	if res.Err != nil {
+	switch {
+	case w.a.fenced.Load():
+		r = api.InstanceReport{Phase: api.PhaseFailed, Message: "killed by self-fencing: the control plane stopped acknowledging this host's heartbeats", Error: "self-fenced", Serving: new(bool), ServingAt: at}
+	case res.Err != nil:
 		r = api.InstanceReport{Phase: api.PhaseFailed, Message: "the vm exited unexpectedly", Error: res.Err.Error(), Serving: new(bool), ServingAt: at}
 	}
 	w.a.mu.Lock()

@@ -77,7 +77,13 @@ type InstanceSpec struct {
 	// "always" (default), "on-failure" (not after a clean guest poweroff)
 	// or "never".
 	RestartPolicy RestartPolicy `json:"restartPolicy,omitempty"`
+	// HA says whether ferry fails the instance over to its replica host
+	// when its host dies. Default (nil) is on.
+	HA *bool `json:"ha,omitempty"`
 }
+
+// HAEnabled reports whether the instance is failed over when its host dies.
+func (s InstanceSpec) HAEnabled() bool { return s.HA == nil || *s.HA }
 
 // RestartPolicy is what happens when a VM stops without being asked to.
 type RestartPolicy string
@@ -148,6 +154,67 @@ type InstanceStatus struct {
 	ReplicaResets uint64 `json:"replicaResets,omitempty"`
 	// Disk is the replication state of the disk, as its primary reports it.
 	Disk *DiskStatus `json:"disk,omitempty"`
+	// Operation names the operation (failover, migration) acting on the
+	// instance, while it runs.
+	Operation string `json:"operation,omitempty"`
+}
+
+// Operation is a long action ferry takes on an instance, such as a
+// failover: its cause, its steps with their times, and its outcome. It is
+// written in the same transaction as the instance change that starts it, so
+// a restarted leader resumes it and two cannot run at once.
+type Operation struct {
+	Meta
+	// Type is "failover".
+	Type     string `json:"type"`
+	Instance string `json:"instance"`
+	// Cause says why ferry acted, e.g. "host-1's lease expired".
+	Cause string `json:"cause"`
+	From  string `json:"from,omitempty"`
+	To    string `json:"to,omitempty"`
+	// Epoch is the epoch the instance's disk has on To.
+	Epoch uint64 `json:"epoch,omitempty"`
+	// State is Running, Succeeded or Failed.
+	State   string          `json:"state"`
+	Message string          `json:"message,omitempty"`
+	Steps   []OperationStep `json:"steps"`
+	// BootsBefore is the instance's boot count when the operation began;
+	// a higher one means the VM booted on To.
+	BootsBefore int       `json:"bootsBefore"`
+	StartedAt   time.Time `json:"startedAt"`
+	EndedAt     time.Time `json:"endedAt,omitempty"`
+}
+
+// Operation types, states and step names.
+const (
+	OpFailover = "failover"
+
+	OpRunning   = "Running"
+	OpSucceeded = "Succeeded"
+	OpFailed    = "Failed"
+
+	StepDetected = "detected"
+	StepFenced   = "fenced"
+	StepPromoted = "promoted"
+	StepBooted   = "booted"
+	StepServing  = "serving"
+)
+
+// OperationStep is one step of an operation, done at At.
+type OperationStep struct {
+	Name    string    `json:"name"`
+	At      time.Time `json:"at"`
+	Message string    `json:"message,omitempty"`
+}
+
+// Step returns the step called name, or nil.
+func (o *Operation) Step(name string) *OperationStep {
+	for i := range o.Steps {
+		if o.Steps[i].Name == name {
+			return &o.Steps[i]
+		}
+	}
+	return nil
 }
 
 // Disk replication states, after DRBD's (see internal/disk/repl).

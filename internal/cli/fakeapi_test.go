@@ -68,6 +68,9 @@ type fakeAPI struct {
 	// takes the next status of its list (the last one stays); a nil entry
 	// answers 503 instead, as a server electing a leader does.
 	statuses map[string][]*api.InstanceStatus
+	// operations are answered by GET /v1/operations, filtered and newest
+	// first as the server does.
+	operations []api.Operation
 }
 
 func newFakeAPI() *fakeAPI {
@@ -405,6 +408,32 @@ func (f *fakeAPI) handler() http.Handler {
 		_, _ = io.WriteString(w, log)
 	})
 	mux.HandleFunc("GET /v1/instances/{name}/console", f.serveConsole)
+	mux.HandleFunc("GET /v1/operations", func(w http.ResponseWriter, r *http.Request) {
+		flt := api.OperationFilter{Instance: r.URL.Query().Get("instance"), State: r.URL.Query().Get("state")}
+		if err := flt.Validate(); err != nil {
+			var fe *api.FieldError
+			errors.As(err, &fe)
+			writeError(w, 400, "invalid", fe.Field, "%s", fe.Error())
+			return
+		}
+		l := api.List[api.Operation]{Items: []api.Operation{}, ResourceVersion: strconv.Itoa(f.rv)}
+		for _, op := range f.operations {
+			if flt.Match(&op) {
+				l.Items = append(l.Items, op)
+			}
+		}
+		sort.SliceStable(l.Items, func(i, j int) bool { return l.Items[i].StartedAt.After(l.Items[j].StartedAt) })
+		writeJSON(w, 200, l)
+	})
+	mux.HandleFunc("GET /v1/operations/{name}", func(w http.ResponseWriter, r *http.Request) {
+		for _, op := range f.operations {
+			if op.Name == r.PathValue("name") {
+				writeJSON(w, 200, op)
+				return
+			}
+		}
+		writeError(w, 404, "not_found", "", "operation %q not found", r.PathValue("name"))
+	})
 	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
 		limit := 100
 		if r.URL.Query().Get("watch") == "true" {

@@ -35,6 +35,7 @@ func (a *app) newInstanceCmd() *cobra.Command {
 		a.newInstanceStartStopCmd("stop"),
 		a.newInstanceRemoveCmd(),
 		a.newInstanceWaitSyncedCmd(),
+		a.newInstanceHistoryCmd(),
 		a.newConsoleCmd(),
 		a.newLogsCmd(),
 	)

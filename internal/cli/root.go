@@ -195,6 +195,7 @@ FERRY_TOKEN and FERRY_CA_FILE, else the current context of the config file.`,
 		a.newConsoleCmd(),
 		a.newLogsCmd(),
 		a.newEventsCmd(),
+		a.newOperationCmd(),
 	)
 	return root
 }

@@ -176,6 +176,16 @@ func TestMethods(t *testing.T) {
 	img := api.Image{Meta: api.Meta{Name: "demo"}, Source: "builtin:demo", Size: 1 << 30}
 	network := api.Network{Meta: api.Meta{Name: "lan", CreatedAt: created}, CIDR: "10.77.0.0/24", Gateway: "10.77.0.1", Reserved: []string{"10.77.0.2"}}
 	ev := api.Event{ID: "1", Time: created, Kind: api.KindInstance, Name: "web-1", Type: "Running", Node: "n1"}
+	op := api.Operation{
+		Meta: api.Meta{Name: "failover-web-1-3", ResourceVersion: "12", CreatedAt: created},
+		Type: api.OpFailover, Instance: "web-1", Cause: "host n1's lease expired", From: "n1", To: "n2", Epoch: 3,
+		State: api.OpSucceeded, Message: "serving on n2 4.2s after the failure was detected", BootsBefore: 1,
+		StartedAt: created, EndedAt: created.Add(4200 * time.Millisecond),
+		Steps: []api.OperationStep{
+			{Name: api.StepDetected, At: created, Message: "lease expired"},
+			{Name: api.StepServing, At: created.Add(4200 * time.Millisecond)},
+		},
+	}
 
 	tests := []struct {
 		name       string
@@ -394,6 +404,29 @@ func TestMethods(t *testing.T) {
 			wantResult: &api.List[api.Event]{Items: []api.Event{ev}},
 		},
 		{
+			name:       "ListOperations",
+			call:       func(ctx context.Context, c *Client) (any, error) { return c.ListOperations(ctx, "", "") },
+			respBody:   api.List[api.Operation]{Items: []api.Operation{op}, ResourceVersion: "14"},
+			want:       request{Method: "GET", Path: "/v1/operations"},
+			wantResult: &api.List[api.Operation]{Items: []api.Operation{op}, ResourceVersion: "14"},
+		},
+		{
+			name: "ListOperations filtered",
+			call: func(ctx context.Context, c *Client) (any, error) {
+				return c.ListOperations(ctx, "web-1", api.OpRunning)
+			},
+			respBody:   map[string]any{"items": nil},
+			want:       request{Method: "GET", Path: "/v1/operations", Query: "instance=web-1&state=Running"},
+			wantResult: &api.List[api.Operation]{Items: []api.Operation{}},
+		},
+		{
+			name:       "GetOperation",
+			call:       func(ctx context.Context, c *Client) (any, error) { return c.GetOperation(ctx, "failover-web-1-3") },
+			respBody:   op,
+			want:       request{Method: "GET", Path: "/v1/operations/failover-web-1-3"},
+			wantResult: &op,
+		},
+		{
 			name: "unknown response fields are ignored",
 			call: func(ctx context.Context, c *Client) (any, error) { return c.Version(ctx) },
 			respBody: map[string]any{
@@ -470,6 +503,7 @@ func TestEmptyNameRefused(t *testing.T) {
 		"UploadImage":    func() error { _, err := c.UploadImage(ctx, "", strings.NewReader("x"), 1, nil); return err },
 		"GetNetwork":     func() error { _, err := c.GetNetwork(ctx, ""); return err },
 		"DeleteNetwork":  func() error { return c.DeleteNetwork(ctx, "") },
+		"GetOperation":   func() error { _, err := c.GetOperation(ctx, ""); return err },
 		"StartOn":        func() error { _, err := c.StartInstanceOn(ctx, "", "n1"); return err },
 		"InstanceLogs":   func() error { _, err := c.InstanceLogs(ctx, "", 0); return err },
 		"Console":        func() error { _, err := c.Console(ctx, ""); return err },

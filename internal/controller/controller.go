@@ -24,6 +24,13 @@ type Config struct {
 	Resync time.Duration
 	// KeepEvents bounds the event history; default 10000.
 	KeepEvents int64
+	// NodeTTL is the node lease TTL: a node whose lease expired sent its
+	// last heartbeat about that long ago. Default 3 s.
+	NodeTTL time.Duration
+	// StableFor is how long a node must have been Ready before it takes a
+	// failed-over instance or a new replica (hysteresis against flapping
+	// hosts); default 10 s.
+	StableFor time.Duration
 }
 
 // Controller runs the leader's loops.
@@ -46,6 +53,12 @@ func New(cfg Config) *Controller {
 	}
 	if cfg.KeepEvents == 0 {
 		cfg.KeepEvents = 10000
+	}
+	if cfg.NodeTTL == 0 {
+		cfg.NodeTTL = 3 * time.Second
+	}
+	if cfg.StableFor == 0 {
+		cfg.StableFor = 10 * time.Second
 	}
 	return &Controller{cfg: cfg, log: cfg.Logger, s: cfg.Store}
 }
@@ -142,6 +155,12 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := c.failover(ctx, nodes, alive, insts); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.trackOperations(ctx, insts); err != nil {
+		errs = append(errs, err)
+	}
 	if err := c.place(ctx, nodes, alive, insts); err != nil {
 		errs = append(errs, err)
 	}
@@ -157,10 +176,7 @@ func (c *Controller) syncNodeState(ctx context.Context, n *api.Node, alive bool)
 	now := c.cfg.Now().UTC()
 	n.Status.State = api.NodeNotReady
 	n.Status.Since = now
-	msg := "lease expired"
-	if !n.Status.LastHeartbeat.IsZero() {
-		msg = fmt.Sprintf("lease expired; last heartbeat %s ago", now.Sub(n.Status.LastHeartbeat).Round(100*time.Millisecond))
-	}
+	msg := fmt.Sprintf("lease expired: no heartbeat for %s", c.cfg.NodeTTL)
 	ev := c.s.EventOp(api.Event{Time: now, Kind: api.KindNode, Name: n.Name, Node: n.Name, Type: "NodeNotReady", Message: msg})
 	err := c.s.Nodes.Update(ctx, n, ev)
 	if benign(err) {

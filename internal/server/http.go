@@ -67,6 +67,8 @@ func (s *Server) routeTable() []Route {
 		{"GET", "/v1/networks/{name}", authUser, s.getNetwork},
 		{"DELETE", "/v1/networks/{name}", authUser, s.deleteNetwork},
 		{"GET", "/v1/events", authUser, s.events},
+		{"GET", "/v1/operations", authUser, s.listOperations},
+		{"GET", "/v1/operations/{name}", authUser, s.getOperation},
 		{"POST", "/v1/join", authNone, s.join},
 		{"POST", "/v1/agent/heartbeat", authAgent, s.heartbeat},
 		{"GET", "/v1/agent/assignments", authAgent, s.assignments},

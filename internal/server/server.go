@@ -217,7 +217,7 @@ func (s *Server) Run(ctx context.Context) error {
 		_ = s.store.RunForLeader(runCtx, s.cfg.ID, 5*time.Second, s.log, func(lctx context.Context, guarded *store.Store) {
 			s.setLeader(true)
 			defer s.setLeader(false)
-			c := controller.New(controller.Config{Store: guarded, Logger: s.log.With("component", "controller"), Now: s.cfg.Now, Errors: s.metrics.controllerErrors})
+			c := controller.New(controller.Config{Store: guarded, Logger: s.log.With("component", "controller"), Now: s.cfg.Now, Errors: s.metrics.controllerErrors, NodeTTL: s.cfg.NodeTTL})
 			c.Run(lctx)
 		})
 	}()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -260,8 +261,11 @@ func TestNodeNotReadyWithinTTL(t *testing.T) {
 
 func TestJoinRefusals(t *testing.T) {
 	now := time.Now()
-	clock := func() time.Time { return now }
-	ts := startServer(t, func(c *Config) { c.Now = func() time.Time { return clock() } })
+	// The leader's controller reads the clock on every pass, concurrently
+	// with the test moving it.
+	var clock atomic.Pointer[time.Time]
+	clock.Store(&now)
+	ts := startServer(t, func(c *Config) { c.Now = func() time.Time { return *clock.Load() } })
 	tok := ts.joinToken()
 	if _, code, _ := ts.join("first", tok); code != 200 {
 		t.Fatalf("first join = %d", code)
@@ -274,7 +278,7 @@ func TestJoinRefusals(t *testing.T) {
 	}
 	expiring := ts.joinToken()
 	later := now.Add(2 * time.Hour)
-	clock = func() time.Time { return later }
+	clock.Store(&later)
 	if _, code, eb := ts.join("late", expiring); code != http.StatusUnauthorized || !strings.Contains(eb.Error.Message, "expired") {
 		t.Fatalf("expired token = %d %+v, want 401 expired", code, eb)
 	}

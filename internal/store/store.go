@@ -35,13 +35,14 @@ const Prefix = "/ferry/v1/"
 
 // Key prefixes under Prefix.
 const (
-	instancesDir = "instances/"
-	nodesDir     = "nodes/"
-	imagesDir    = "images/"
-	networksDir  = "networks/"
-	eventsDir    = "events/"
-	aliveDir     = "alive/"
-	electionDir  = "leader"
+	instancesDir  = "instances/"
+	nodesDir      = "nodes/"
+	imagesDir     = "images/"
+	networksDir   = "networks/"
+	operationsDir = "operations/"
+	eventsDir     = "events/"
+	aliveDir      = "alive/"
+	electionDir   = "leader"
 )
 
 // Object is any stored kind: it exposes its metadata so the store can keep
@@ -62,6 +63,8 @@ type Store struct {
 	Nodes     *Collection[api.Node]
 	Images    *Collection[api.Image]
 	Networks  *Collection[api.Network]
+	// Operations holds failovers and migrations with their steps.
+	Operations *Collection[api.Operation]
 }
 
 // New wraps a connected etcd client. prefix is normally Prefix; tests pass
@@ -79,6 +82,7 @@ func newStore(cli *clientv3.Client, prefix string, guard []clientv3.Cmp) *Store 
 	s.Nodes = &Collection[api.Node]{s: s, dir: prefix + nodesDir}
 	s.Images = &Collection[api.Image]{s: s, dir: prefix + imagesDir}
 	s.Networks = &Collection[api.Network]{s: s, dir: prefix + networksDir}
+	s.Operations = &Collection[api.Operation]{s: s, dir: prefix + operationsDir}
 	return s
 }
 

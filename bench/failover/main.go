@@ -1,0 +1,180 @@
+// Command failover measures ferry's automatic failover on simulated hosts
+// with real QEMU guests: for each fault (the primary host's processes all
+// killed, its cable pulled, its replica's host killed) it repeats a
+// failover run while a client polls the guest every 100 ms, and prints the
+// median and worst time from the fault to serving again, with a breakdown
+// (detect, promote, boot, announce), next to the bare boot time of the same
+// image measured in the same run. With -load it also runs a loaded primary
+// host (every core busy) for that long and counts false failovers and
+// self-fences, which must be 0.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/ferrycluster/ferry/internal/agent"
+	"github.com/ferrycluster/ferry/internal/e2e"
+	"github.com/ferrycluster/ferry/internal/image"
+)
+
+func main() {
+	bin := flag.String("ferry", "bin/ferry", "ferry binary")
+	reps := flag.Int("reps", 10, "failovers per fault")
+	load := flag.Duration("load", 2*time.Minute, "how long to load the primary's host looking for false failovers (0 skips it)")
+	flag.Parse()
+	if err := run(*bin, *reps, *load); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/failover:", err)
+		os.Exit(1)
+	}
+}
+
+func run(bin string, reps int, load time.Duration) error {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "ferry-bench-failover-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	img := filepath.Join(dir, "demo.img")
+	if _, err := image.BuildDemo(ctx, image.DemoOptions{Out: img}); err != nil {
+		return err
+	}
+	c, err := e2e.Start(ctx, e2e.Options{Binary: bin, Hosts: 3, Dir: filepath.Join(dir, "cluster"), WithClient: true})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.UploadImage(ctx, "demo", img); err != nil {
+		return err
+	}
+	bootDir := filepath.Join(dir, "boot")
+	if err := os.MkdirAll(bootDir, 0o755); err != nil {
+		return err
+	}
+	kernel, initrd, err := image.ExtractBoot(ctx, img, bootDir)
+	if err != nil {
+		return err
+	}
+	var bare []time.Duration
+	for i := 0; i < max(1, min(reps, 3)); i++ {
+		b, err := e2e.BareBoot(ctx, img, kernel, initrd, dir)
+		if err != nil {
+			return err
+		}
+		bare = append(bare, b)
+		fmt.Printf("bare boot %d: %.2fs\n", i+1, b.Seconds())
+	}
+	if _, err := c.ProtectedInstance(ctx, "ha-1"); err != nil {
+		return fmt.Errorf("%w\n%s", err, c.Diagnostics())
+	}
+	faults := e2e.Faults
+	if reps == 1 {
+		faults = []e2e.Fault{e2e.FaultKillHost} // --quick: one run, under a minute
+	}
+	var primary []time.Duration
+	var maxGapReplica time.Duration
+	var detect, promote, boot, announce []time.Duration
+	minMargin := time.Duration(1 << 62)
+	lost, double := 0, 0
+	for _, fault := range faults {
+		for i := 0; i < reps; i++ {
+			res, err := c.RunFailover(ctx, "ha-1", fault)
+			fmt.Printf("%2d %s\n", i+1, res)
+			if err != nil {
+				return fmt.Errorf("%s run %d: %w\n%s", fault, i+1, err, c.Diagnostics())
+			}
+			lost += res.LostWrites
+			double += res.DoubleRunning
+			if fault == e2e.FaultReplicaDies {
+				maxGapReplica = max(maxGapReplica, res.LongestGap)
+			}
+			if fault != e2e.FaultReplicaDies {
+				primary = append(primary, res.Serving)
+				detect, promote = append(detect, res.Detect), append(promote, res.Promote)
+				boot, announce = append(boot, res.Boot), append(announce, res.Announce)
+			}
+			if fault == e2e.FaultLinksDown {
+				minMargin = min(minMargin, res.FenceMargin)
+			}
+			if _, err := c.WaitProtected(ctx, "ha-1", 3*time.Minute); err != nil {
+				return fmt.Errorf("%s run %d: %w\n%s", fault, i+1, err, c.Diagnostics())
+			}
+		}
+	}
+	falseFailovers := "not-run"
+	if load > 0 {
+		n, err := loadedHost(ctx, c, "ha-1", load)
+		if err != nil {
+			return err
+		}
+		falseFailovers = fmt.Sprint(n)
+	}
+	mb := median(bare)
+	mf := median(primary)
+	margin := "n/a"
+	if minMargin != time.Duration(1<<62) {
+		margin = fmt.Sprintf("%.2f", minMargin.Seconds())
+	}
+	fmt.Printf("breakdown (medians): detect %.2fs promote %.2fs boot %.2fs announce %.2fs; min fence margin %s s\n",
+		median(detect).Seconds(), median(promote).Seconds(), median(boot).Seconds(), median(announce).Seconds(), margin)
+	fmt.Printf("RESULT bare_boot_s=%.2f failover_median_s=%.2f failover_max_s=%.2f failover_minus_bare_s=%.2f detect_s=%.2f promote_s=%.2f boot_s=%.2f announce_s=%.2f min_fence_margin_s=%s replica_dies_max_gap_s=%.2f lost_acked_writes=%d double_running=%d false_failovers=%s reps=%d\n",
+		mb.Seconds(), mf.Seconds(), slices.Max(primary).Seconds(), (mf - mb).Seconds(),
+		median(detect).Seconds(), median(promote).Seconds(), median(boot).Seconds(), median(announce).Seconds(),
+		margin, maxGapReplica.Seconds(), lost, double, falseFailovers, reps)
+	return nil
+}
+
+// loadedHost saturates every core of the instance's host with busy loops
+// for d and returns how many failovers and self-fences happened meanwhile.
+func loadedHost(ctx context.Context, c *e2e.Cluster, name string, d time.Duration) (int, error) {
+	in, err := c.Client.GetInstance(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	node := in.Status.Node
+	h, err := c.HostOf(node)
+	if err != nil {
+		return 0, err
+	}
+	before, err := c.Client.ListOperations(ctx, name, "")
+	if err != nil {
+		return 0, err
+	}
+	fences, _ := agent.FenceRecords(c.AgentDir(node))
+	hog := h.Command(ctx, "sh", "-c", "for i in $(seq $(nproc)); do (while :; do :; done) & done; wait")
+	if err := h.Start(hog); err != nil {
+		return 0, err
+	}
+	fmt.Printf("loading %s (every core busy) for %s...\n", node, d)
+	time.Sleep(d) // the measurement window itself, not a synchronisation
+	_ = hog.Process.Kill()
+	if _, err := c.Hosts.Exec(ctx, h.Namespace, "pkill", "-f", "while :; do :; done"); err != nil {
+		fmt.Println("note: pkill of the busy loops:", err)
+	}
+	after, err := c.Client.ListOperations(ctx, name, "")
+	if err != nil {
+		return 0, err
+	}
+	fences2, _ := agent.FenceRecords(c.AgentDir(node))
+	n := len(after.Items) - len(before.Items) + len(fences2) - len(fences)
+	fmt.Printf("loaded host: %d failovers, %d self-fences\n", len(after.Items)-len(before.Items), len(fences2)-len(fences))
+	return n, nil
+}
+
+func median(v []time.Duration) time.Duration {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}

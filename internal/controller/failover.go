@@ -1,0 +1,290 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/ferrycluster/ferry/internal/api"
+	"github.com/ferrycluster/ferry/internal/store"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Failover: when a host's lease expires, every HA instance whose primary
+// was there is promoted on the host of its replica (or, on shared storage,
+// started on any host with room), in one etcd transaction that also raises
+// the disk's epoch, marks the new replica outdated and creates the
+// Operation that records the steps. The dead host cannot interfere: its
+// agent killed its VMs and froze its disks when its heartbeats stopped
+// being acknowledged, before its lease could expire (self-fencing), and the
+// raised epoch makes the replica refuse anything it might still send.
+
+// opTimeout is how long a failover may take to serve before it is
+// recorded as failed.
+const opTimeout = 5 * time.Minute
+
+// failoverID names the operation of one failover: one per instance and
+// epoch, so two controllers can never run the same failover twice.
+func failoverID(in *api.Instance, epoch uint64) string {
+	return fmt.Sprintf("failover-%s-%d", in.Name, epoch)
+}
+
+// failover acts on every instance whose primary host is dead.
+func (c *Controller) failover(ctx context.Context, nodes []*api.Node, alive map[string]bool, insts []*api.Instance) error {
+	byName := map[string]*api.Node{}
+	for _, n := range nodes {
+		byName[n.Name] = n
+	}
+	var errs []error
+	for _, in := range insts {
+		dead := byName[in.Status.Node]
+		switch {
+		case in.Status.Node == "" || alive[in.Status.Node] || dead == nil:
+			continue
+		case in.Status.Deleting || in.Spec.State != api.DesiredRunning || !in.Spec.HAEnabled():
+			continue
+		case in.Status.Phase == api.PhasePending:
+			continue
+		}
+		if err := c.failOne(ctx, nodes, alive, insts, in, dead); err != nil && !benign(err) {
+			errs = append(errs, fmt.Errorf("fail over %s: %w", in.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// failOne fails one instance over from its dead host, or records why it
+// cannot (yet).
+func (c *Controller) failOne(ctx context.Context, nodes []*api.Node, alive map[string]bool, insts []*api.Instance, in *api.Instance, dead *api.Node) error {
+	now := c.cfg.Now().UTC()
+	target, replica, blocked := c.failoverTarget(nodes, alive, insts, in, now)
+	// The customer's view: the host stopped answering about a TTL before
+	// its lease expired, which is now. (LastHeartbeat is only written when
+	// what a node reports changes, so it may be older.)
+	downSince := now.Add(-c.cfg.NodeTTL)
+	if in.Status.ServingSince.After(downSince) {
+		downSince = in.Status.ServingSince
+	}
+	var ops []clientv3.Op
+	if in.Status.Serving {
+		in.Status.Serving, in.Status.ServingSince = false, downSince
+		ops = append(ops, c.s.EventOp(api.Event{Time: downSince, Kind: api.KindInstance, Name: in.Name, Node: dead.Name, Type: "NotServing", Message: "host " + dead.Name + " is down"}))
+	}
+	if blocked != "" {
+		msg := "cannot fail over from " + dead.Name + ": " + blocked
+		if in.Status.Message == msg && len(ops) == 0 {
+			return nil
+		}
+		if in.Status.Message != msg {
+			in.Status.Message = msg
+			ops = append(ops, c.s.EventOp(api.Event{Time: now, Kind: api.KindInstance, Name: in.Name, Node: dead.Name, Type: "FailoverBlocked", Message: msg}))
+			c.log.Warn("failover blocked", "instance", in.Name, "node", dead.Name, "reason", blocked)
+		}
+		return c.s.Instances.Update(ctx, in, ops...)
+	}
+
+	from := in.Status.Node
+	in.Status.Epoch++
+	op := &api.Operation{
+		Meta:     api.Meta{Name: failoverID(in, in.Status.Epoch), CreatedAt: now},
+		Type:     api.OpFailover,
+		Instance: in.Name,
+		Cause:    fmt.Sprintf("host %s's lease expired", from),
+		From:     from, To: target, Epoch: in.Status.Epoch,
+		State: api.OpRunning, BootsBefore: in.Status.Boots, StartedAt: now,
+	}
+	detect := fmt.Sprintf("lease expired: no heartbeat for %s", c.cfg.NodeTTL)
+	op.Steps = []api.OperationStep{
+		{Name: api.StepDetected, At: now, Message: detect},
+		{Name: api.StepFenced, At: now, Message: from + "'s agent kills its VMs and freezes its disks once its heartbeats go unacknowledged, before its lease can expire"},
+		{Name: api.StepPromoted, At: now, Message: fmt.Sprintf("%s promoted under epoch %d; new replica %s", target, in.Status.Epoch, orNone(replica))},
+	}
+	in.Status.Node, in.Status.ReplicaNode = target, replica
+	in.Status.ReplicaOutdated = in.Spec.SharedPath() == "" // a new or returning replica holds nothing current
+	in.Status.Disk = nil
+	in.Status.Operation = op.Name
+	in.Status.Phase, in.Status.Since = api.PhaseScheduled, now
+	in.Status.Message = "failing over from " + from
+	in.Status.LastError = ""
+
+	icmp, iop, err := c.s.Instances.UpdateOps(in)
+	if err != nil {
+		return err
+	}
+	ocmp, oop, err := c.s.Operations.CreateOps(op)
+	if err != nil {
+		return err
+	}
+	ops = append(ops, iop, oop, c.s.EventOp(api.Event{Time: now, Kind: api.KindInstance, Name: in.Name, Node: target, Type: "FailoverStarted",
+		Message: fmt.Sprintf("from %s to %s (%s); operation %s", from, target, detect, op.Name)}))
+	ok, _, err := c.s.Txn(ctx, []clientv3.Cmp{icmp, ocmp}, ops...)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return store.ErrConflict // changed meanwhile; the next pass looks again
+	}
+	c.log.Info("failing over", "instance", in.Name, "from", from, "to", target, "replica", replica, "epoch", in.Status.Epoch)
+	return nil
+}
+
+// failoverTarget chooses where a failed instance goes: its replica's host
+// (the only one with its data) or, on shared storage, the first host with
+// room; and a new replica host. It returns a reason instead when it cannot.
+func (c *Controller) failoverTarget(nodes []*api.Node, alive map[string]bool, insts []*api.Instance, in *api.Instance, now time.Time) (target, replica, blocked string) {
+	dead := in.Status.Node
+	used := Allocation(insts)
+	need := in.Spec.HostResources()
+	free := func(n *api.Node) api.Resources { return n.Status.Capacity.Sub(used[n.Name]) }
+	var cands []*api.Node
+	for _, n := range nodes {
+		if alive[n.Name] && n.Name != dead {
+			cands = append(cands, n)
+		}
+	}
+	sort.Slice(cands, func(i, j int) bool { return cands[i].Name < cands[j].Name })
+	if in.Spec.SharedPath() != "" {
+		for _, n := range cands {
+			if !n.Spec.Unschedulable && c.stable(n, now) && free(n).Fits(need) {
+				return n.Name, "", ""
+			}
+		}
+		return "", "", fmt.Sprintf("no Ready host has room for %d CPU, %s memory; waiting for room", need.CPUs, need.Memory.Human())
+	}
+	r := in.Status.ReplicaNode
+	switch {
+	case r == "":
+		return "", "", "it has no replica (no second host when it was placed); it waits for " + dead + " to return"
+	case !alive[r]:
+		return "", "", "its replica host " + r + " is down too (lost replica); it waits for " + dead + " or " + r + " to return"
+	case in.Status.ReplicaOutdated:
+		return "", "", "its replica on " + r + " is outdated (it may lack acknowledged writes, so it is never promoted); it waits for " + dead + " to return"
+	}
+	var rn *api.Node
+	for _, n := range cands {
+		if n.Name == r {
+			rn = n
+		}
+	}
+	// The replica's disk is already counted on its host.
+	if rn == nil || !free(rn).Fits(api.Resources{CPUs: need.CPUs, Memory: need.Memory}) {
+		return "", "", fmt.Sprintf("replica host %s has no room for %d CPU, %s memory; it starts as soon as room appears", r, need.CPUs, need.Memory.Human())
+	}
+	for _, n := range cands {
+		if n.Name != r && !n.Spec.Unschedulable && c.stable(n, now) && free(n).Disk >= in.Spec.Disk {
+			return r, n.Name, ""
+		}
+	}
+	// No third host: the dead one becomes the replica and takes a full
+	// sync when it returns.
+	return r, dead, ""
+}
+
+// stable reports whether a node has been Ready long enough to be trusted
+// with an instance after a failure: a flapping host is not re-admitted at
+// once (hysteresis).
+func (c *Controller) stable(n *api.Node, now time.Time) bool {
+	return n.Status.State == api.NodeReady && now.Sub(n.Status.Since) >= c.cfg.StableFor
+}
+
+// trackOperations moves running operations through their steps as the
+// instance's status shows them done, and ends them.
+func (c *Controller) trackOperations(ctx context.Context, insts []*api.Instance) error {
+	ops, _, err := c.s.Operations.List(ctx)
+	if err != nil {
+		return err
+	}
+	byName := map[string]*api.Instance{}
+	for _, in := range insts {
+		byName[in.Name] = in
+	}
+	now := c.cfg.Now().UTC()
+	var errs []error
+	for _, op := range ops {
+		if op.State != api.OpRunning {
+			continue
+		}
+		if err := c.trackOne(ctx, op, byName[op.Instance], now); err != nil && !benign(err) {
+			errs = append(errs, fmt.Errorf("operation %s: %w", op.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Controller) trackOne(ctx context.Context, op *api.Operation, in *api.Instance, now time.Time) error {
+	end := func(state, msg string) {
+		op.State, op.Message, op.EndedAt = state, msg, now
+	}
+	changed := false
+	switch {
+	case in == nil:
+		end(api.OpFailed, "the instance was deleted")
+		changed = true
+	case in.Status.Operation != op.Name || in.Status.Node != op.To || in.Status.Epoch != op.Epoch:
+		end(api.OpFailed, fmt.Sprintf("superseded: the instance is on %s under epoch %d", orNone(in.Status.Node), in.Status.Epoch))
+		changed = true
+	default:
+		if op.Step(api.StepBooted) == nil && in.Status.Boots > op.BootsBefore {
+			at := in.Status.Since
+			if at.Before(op.StartedAt) {
+				at = now
+			}
+			op.Steps = append(op.Steps, api.OperationStep{Name: api.StepBooted, At: at, Message: "booted on " + op.To})
+			changed = true
+		}
+		if op.Step(api.StepBooted) != nil && in.Status.Serving && !in.Status.ServingSince.Before(op.StartedAt) {
+			op.Steps = append(op.Steps, api.OperationStep{Name: api.StepServing, At: in.Status.ServingSince, Message: "its health probe answers on " + op.To})
+			end(api.OpSucceeded, fmt.Sprintf("serving on %s %.1fs after the failure was detected", op.To, in.Status.ServingSince.Sub(op.StartedAt).Seconds()))
+			changed = true
+		} else if now.Sub(op.StartedAt) > opTimeout {
+			end(api.OpFailed, fmt.Sprintf("not serving on %s after %s: %s", op.To, opTimeout, joinReason(in.Status.LastError, in.Status.Message)))
+			changed = true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	ocmp, oop, err := c.s.Operations.UpdateOps(op)
+	if err != nil {
+		return err
+	}
+	cmps, txn := []clientv3.Cmp{ocmp}, []clientv3.Op{oop}
+	if op.State != api.OpRunning {
+		evType := "FailoverDone"
+		if op.State == api.OpFailed {
+			evType = "FailoverFailed"
+		}
+		node := op.To
+		txn = append(txn, c.s.EventOp(api.Event{Time: now, Kind: api.KindInstance, Name: op.Instance, Node: node, Type: evType, Message: op.Message}))
+		if in != nil && in.Status.Operation == op.Name {
+			in.Status.Operation = ""
+			icmp, iop, err := c.s.Instances.UpdateOps(in)
+			if err != nil {
+				return err
+			}
+			cmps, txn = append(cmps, icmp), append(txn, iop)
+		}
+	}
+	ok, _, err := c.s.Txn(ctx, cmps, txn...)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return store.ErrConflict
+	}
+	if op.State != api.OpRunning {
+		c.log.Info("operation ended", "operation", op.Name, "state", op.State, "message", op.Message)
+	}
+	return nil
+}
+
+func joinReason(parts ...string) string {
+	for _, p := range parts {
+		if p != "" {
+			return p
+		}
+	}
+	return "no error reported"
+}
