@@ -56,6 +56,7 @@ type createFlags struct {
 	storage string
 	probe   string
 	restart string
+	noHA    bool
 	waitFlags
 }
 
@@ -96,6 +97,7 @@ on-failure (not after a clean poweroff) or never.`,
 	fl.StringVar(&f.storage, "storage", "", "where the disk lives: local or shared:/dir (default local)")
 	fl.StringVar(&f.probe, "probe", "", "serving check: tcp:PORT[,PORT...] or http:PORT[/PATH] (default tcp:22,80)")
 	fl.StringVar(&f.restart, "restart", "", "when the VM stops by itself: always, on-failure or never (default always)")
+	fl.BoolVar(&f.noHA, "no-ha", false, "do not fail the instance over to its replica's host when its host dies")
 	f.waitFlags.bind(cmd, "Running (Stopped with --stopped)")
 	return cmd
 }
@@ -122,6 +124,10 @@ func (f *createFlags) createRequest(name string) (api.CreateInstanceRequest, err
 	}
 	if f.stopped {
 		req.Spec.State = api.DesiredStopped
+	}
+	if f.noHA {
+		off := false
+		req.Spec.HA = &off
 	}
 	if f.probe != "" {
 		if req.Spec.Probe, err = parseProbe(f.probe); err != nil {
@@ -349,6 +355,11 @@ func (a *app) printInstance(in *api.Instance) error {
 		restart = string(api.RestartAlways) + " (default)"
 	}
 	d.add("Restart policy", restart)
+	ha := "on (fails over to its replica's host when its host dies)"
+	if !in.Spec.HAEnabled() {
+		ha = "off (--no-ha): waits for its host to return"
+	}
+	d.add("HA", ha)
 	d.add("Message", in.Status.Message)
 	d.add("Last error", in.Status.LastError)
 	d.add("UID", in.UID)
