@@ -18,7 +18,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/ferrycluster/ferry/internal/agent"
 	"github.com/ferrycluster/ferry/internal/e2e"
 	"github.com/ferrycluster/ferry/internal/image"
 )
@@ -109,11 +108,13 @@ func run(bin string, reps int, load time.Duration) error {
 	}
 	falseFailovers := "not-run"
 	if load > 0 {
-		n, err := loadedHost(ctx, c, "ha-1", load)
+		fmt.Printf("slow host: every core busy, 300±50 ms to the server, for %s...\n", load)
+		r, err := c.RunSlowHost(ctx, "ha-1", load, 300*time.Millisecond, 50*time.Millisecond)
 		if err != nil {
 			return err
 		}
-		falseFailovers = fmt.Sprint(n)
+		fmt.Printf("slow host %s: %d failovers, %d self-fences, %d reboots\n", r.Node, r.Failovers, r.Fences, r.Reboots)
+		falseFailovers = fmt.Sprint(r.Failovers + r.Fences)
 	}
 	mb := median(bare)
 	mf := median(primary)
@@ -128,43 +129,6 @@ func run(bin string, reps int, load time.Duration) error {
 		median(detect).Seconds(), median(promote).Seconds(), median(boot).Seconds(), median(announce).Seconds(),
 		margin, maxGapReplica.Seconds(), lost, double, falseFailovers, reps)
 	return nil
-}
-
-// loadedHost saturates every core of the instance's host with busy loops
-// for d and returns how many failovers and self-fences happened meanwhile.
-func loadedHost(ctx context.Context, c *e2e.Cluster, name string, d time.Duration) (int, error) {
-	in, err := c.Client.GetInstance(ctx, name)
-	if err != nil {
-		return 0, err
-	}
-	node := in.Status.Node
-	h, err := c.HostOf(node)
-	if err != nil {
-		return 0, err
-	}
-	before, err := c.Client.ListOperations(ctx, name, "")
-	if err != nil {
-		return 0, err
-	}
-	fences, _ := agent.FenceRecords(c.AgentDir(node))
-	hog := h.Command(ctx, "sh", "-c", "for i in $(seq $(nproc)); do (while :; do :; done) & done; wait")
-	if err := h.Start(hog); err != nil {
-		return 0, err
-	}
-	fmt.Printf("loading %s (every core busy) for %s...\n", node, d)
-	time.Sleep(d) // the measurement window itself, not a synchronisation
-	_ = hog.Process.Kill()
-	if _, err := c.Hosts.Exec(ctx, h.Namespace, "pkill", "-f", "while :; do :; done"); err != nil {
-		fmt.Println("note: pkill of the busy loops:", err)
-	}
-	after, err := c.Client.ListOperations(ctx, name, "")
-	if err != nil {
-		return 0, err
-	}
-	fences2, _ := agent.FenceRecords(c.AgentDir(node))
-	n := len(after.Items) - len(before.Items) + len(fences2) - len(fences)
-	fmt.Printf("loaded host: %d failovers, %d self-fences\n", len(after.Items)-len(before.Items), len(fences2)-len(fences))
-	return n, nil
 }
 
 func median(v []time.Duration) time.Duration {

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 
+	"github.com/ferrycluster/ferry/internal/agent"
 	"github.com/ferrycluster/ferry/internal/api"
 	"github.com/ferrycluster/ferry/internal/e2e"
 )
@@ -77,5 +79,60 @@ func TestFailover(t *testing.T) {
 		if !ok {
 			break
 		}
+	}
+}
+
+// TestNoFalseFailover makes the host of a protected instance slow but not
+// dead: every core busy and 300 ms ± 50 ms on its path to the server; then
+// its cable is pulled for less than the lease TTL. Neither may cost the
+// customer a failover, a self-fence or a reboot (architecture, property
+// 7). CI runs the slow host for 30 s; FERRY_SLOW_HOST=2m runs the issue's
+// two minutes (bench/failover does).
+func TestNoFalseFailover(t *testing.T) {
+	d := 30 * time.Second
+	if v := os.Getenv("FERRY_SLOW_HOST"); v != "" {
+		var err error
+		if d, err = time.ParseDuration(v); err != nil {
+			t.Fatalf("FERRY_SLOW_HOST: %v", err)
+		}
+	}
+	c := startVMs(t, 2)
+	ctx := context.Background()
+	must(t, c.UploadImage(ctx, "demo", buildDemo(t)))
+	in, err := c.ProtectedInstance(ctx, "calm-1")
+	must(t, err)
+	res, err := c.RunSlowHost(ctx, "calm-1", d, 300*time.Millisecond, 50*time.Millisecond)
+	must(t, err)
+	t.Logf("slow host %s for %s: %d failovers, %d self-fences, %d reboots", res.Node, d, res.Failovers, res.Fences, res.Reboots)
+	if res.Failovers+res.Fences+res.Reboots != 0 {
+		t.Fatalf("a slow host was treated as dead: %+v", res)
+	}
+
+	// A cable pulled for 1.5 s (less than the 3 s lease TTL).
+	h, err := c.HostOf(in.Status.Node)
+	must(t, err)
+	before, err := c.Client.ListOperations(ctx, "calm-1", "")
+	must(t, err)
+	fences, err := agent.FenceRecords(c.AgentDir(in.Status.Node))
+	must(t, err)
+	must(t, c.Hosts.CutLinks(ctx, h))
+	time.Sleep(1500 * time.Millisecond) // the length of the outage itself
+	must(t, c.Hosts.HealLinks(ctx, h))
+	// Watch for longer than the TTL: nothing may happen.
+	deadline := time.Now().Add(6 * time.Second)
+	for time.Now().Before(deadline) {
+		after, err := c.Client.ListOperations(ctx, "calm-1", "")
+		if err == nil && len(after.Items) != len(before.Items) {
+			t.Fatalf("a 1.5 s link outage caused a failover: %+v", after.Items[0])
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if now, _ := agent.FenceRecords(c.AgentDir(in.Status.Node)); len(now) != len(fences) {
+		t.Fatalf("a 1.5 s link outage made the host fence itself: %+v", now[len(now)-1])
+	}
+	got, err := c.Client.GetInstance(ctx, "calm-1")
+	must(t, err)
+	if got.Status.Boots != in.Status.Boots || got.Status.Node != in.Status.Node {
+		t.Fatalf("after a 1.5 s link outage: boots %d -> %d, node %s -> %s", in.Status.Boots, got.Status.Boots, in.Status.Node, got.Status.Node)
 	}
 }

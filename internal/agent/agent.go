@@ -257,7 +257,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	// The heartbeat gets a transport of its own, so its connection is never
 	// queued behind the stream or a report.
-	hbTransport := newTransport(tlsCfg, a.interval)
+	hbTransport := newTransport(tlsCfg, max(a.interval, a.fenceAfter))
 	hbTransport.MaxIdleConnsPerHost = 1
 	hbTransport.ResponseHeaderTimeout = 0 // each request has its own deadline
 	defer hbTransport.CloseIdleConnections()
@@ -300,37 +300,54 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 // heartbeatLoop sends a heartbeat every interval until ctx ends. It does
-// nothing else, so that nothing else can delay it.
+// nothing else, so that nothing else can delay it. A heartbeat does not
+// wait for the one before it: on a slow path (high latency, a loaded host)
+// several are in flight, each with time until the self-fence deadline to be
+// acknowledged, so latency up to that deadline costs nothing. When the last
+// acknowledgement gets old, beats go out four times as often, so the first
+// one after a short outage comes soon.
 func (a *Agent) heartbeatLoop(ctx context.Context, client *http.Client) {
-	t := time.NewTicker(a.interval)
-	defer t.Stop()
-	failing := false
+	const maxInFlight = 4
+	inflight := make(chan struct{}, maxInFlight)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	var failing atomic.Bool
+	timeout := max(a.interval, a.fenceAfter)
 	for {
-		err := a.sendHeartbeat(ctx, client)
-		switch {
-		case ctx.Err() != nil:
-			return
-		case err != nil && !failing:
-			a.log.Warn("heartbeat failed", "err", err)
-		case err != nil:
-			a.log.Debug("heartbeat failed", "err", err)
-		case failing:
-			a.log.Info("heartbeats acknowledged again")
-		}
-		failing = err != nil
 		select {
-		case <-ctx.Done():
+		case inflight <- struct{}{}:
+			wg.Go(func() {
+				defer func() { <-inflight }()
+				err := a.sendHeartbeat(ctx, client, timeout)
+				switch was := failing.Swap(err != nil); {
+				case ctx.Err() != nil:
+				case err != nil && !was:
+					a.log.Warn("heartbeat failed", "err", err)
+				case err != nil:
+					a.log.Debug("heartbeat failed", "err", err)
+				case was:
+					a.log.Info("heartbeats acknowledged again")
+				}
+			})
+		default:
+			// maxInFlight beats unanswered: the next tick tries again.
+		}
+		next := a.interval
+		if ack := a.LastAck(); !ack.IsZero() && time.Since(ack) > a.interval*3/2 {
+			next = a.interval / 4
+		}
+		if !sleepCtx(ctx, next) {
 			return
-		case <-t.C:
 		}
 	}
 }
 
-// sendHeartbeat sends one heartbeat, with the interval as its timeout, and
-// records the acknowledgement.
-func (a *Agent) sendHeartbeat(ctx context.Context, client *http.Client) error {
+// sendHeartbeat sends one heartbeat and records its acknowledgement: the
+// latest send time acknowledged (an older beat answered late does not move
+// it back).
+func (a *Agent) sendHeartbeat(ctx context.Context, client *http.Client, timeout time.Duration) error {
 	sent := time.Now()
-	rctx, cancel := context.WithTimeout(ctx, a.interval)
+	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var ack api.HeartbeatAck
 	if err := doJSON(rctx, client, http.MethodPost, a.serverURL+"/v1/agent/heartbeat", a.heartbeat, &ack); err != nil {
@@ -339,9 +356,17 @@ func (a *Agent) sendHeartbeat(ctx context.Context, client *http.Client) error {
 		}
 		return fmt.Errorf("heartbeat: %w", err)
 	}
-	a.lastAck.Store(&sent)
+	for {
+		old := a.lastAck.Load()
+		if old != nil && !sent.After(*old) {
+			break
+		}
+		if a.lastAck.CompareAndSwap(old, &sent) {
+			a.metrics.lastAck.Set(float64(sent.UnixNano()) / 1e9)
+			break
+		}
+	}
 	a.metrics.heartbeatOK.Inc()
-	a.metrics.lastAck.Set(float64(sent.UnixNano()) / 1e9)
 	return nil
 }
 

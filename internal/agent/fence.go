@@ -56,7 +56,9 @@ func (a *Agent) fenceLoop(ctx context.Context, startedAt time.Time) {
 		if ref.IsZero() {
 			// Never acknowledged since this agent started: VMs it
 			// recovered must not outlive an unreachable control plane.
-			ref = startedAt
+			// (They ran without an agent before, so the first contact
+			// gets a grace of one more fenceAfter.)
+			ref = startedAt.Add(a.fenceAfter)
 		}
 		age := time.Since(ref)
 		switch fenced := a.fenced.Load(); {

@@ -200,7 +200,13 @@ func (c *Cluster) Server() *Proc {
 
 // StartAgent starts the agent of host h (token is needed only the first time).
 func (c *Cluster) StartAgent(ctx context.Context, h *testcluster.Host, name, token string) error {
-	args := []string{"agent", "--server", c.URL, "--state-dir", filepath.Join(c.opts.Dir, "agents", name),
+	return c.StartAgentVia(ctx, h, name, token, c.URL)
+}
+
+// StartAgentVia starts the agent of host h talking to the server at
+// serverURL (a relay in front of the server, for instance).
+func (c *Cluster) StartAgentVia(ctx context.Context, h *testcluster.Host, name, token, serverURL string) error {
+	args := []string{"agent", "--server", serverURL, "--state-dir", filepath.Join(c.opts.Dir, "agents", name),
 		"--name", name, "--driver", "qemu", "--accel", c.opts.Accel, "--bridge", h.Bridge,
 		"--api-listen", ":7445", "--listen", "", "--address", net.JoinHostPort(h.IP.String(), "7445"), "--log-format", "json"}
 	if token != "" {
