@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ferrycluster/ferry/internal/api"
+	"github.com/ferrycluster/ferry/internal/image"
 	"github.com/ferrycluster/ferry/internal/vmm"
 )
 
@@ -69,6 +70,8 @@ type worker struct {
 	// holdRestart keeps a VM that stopped by itself down, as its restart
 	// policy says, until the desired state changes.
 	holdRestart bool
+	// bootWarm is set once the replica's boot files were pre-extracted.
+	bootWarm bool
 	// stopProbing ends the health prober of the running VM.
 	stopProbing context.CancelFunc
 }
@@ -343,6 +346,20 @@ func (w *worker) reconcileSecondary(ctx context.Context, inst *api.Instance, pee
 		return w.failed("hold replica", err), false
 	}
 	w.backoff = 0
+	if !inst.Status.ReplicaOutdated && !w.bootWarm {
+		// Unpack the guest's kernel now, while nothing waits for it, so a
+		// failover here skips that second (ExtractBoot keeps an unpacked
+		// kernel whose source has not changed). The replica is being
+		// written meanwhile, so this may read garbage: the boot after a
+		// promotion extracts again and checks.
+		w.bootWarm = true
+		dir := filepath.Join(w.a.vmDir(w.name), "boot")
+		if err := os.MkdirAll(dir, stateDirMod); err == nil {
+			if _, _, err := image.ExtractBoot(ctx, w.a.diskPath(inst), dir); err != nil {
+				w.log.Debug("pre-extracting boot files on the replica", "err", err)
+			}
+		}
+	}
 	return 0, false
 }
 
