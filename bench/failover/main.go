@@ -1,6 +1,7 @@
 // Command failover measures ferry's automatic failover on simulated hosts
 // with real QEMU guests: for each fault (the primary host's processes all
-// killed, its cable pulled, its replica's host killed) it repeats a
+// killed, its cable pulled, its replica's host killed, the primary cut off
+// from the control plane only, the server killed mid-failover) it repeats a
 // failover run while a client polls the guest every 100 ms, and prints the
 // median and worst time from the fault to serving again, with a breakdown
 // (detect, promote, boot, announce), next to the bare boot time of the same
@@ -72,7 +73,7 @@ func run(bin string, reps int, load time.Duration) error {
 	if _, err := c.ProtectedInstance(ctx, "ha-1"); err != nil {
 		return fmt.Errorf("%w\n%s", err, c.Diagnostics())
 	}
-	faults := e2e.Faults
+	faults := e2e.AllFaults
 	if reps == 1 {
 		faults = []e2e.Fault{e2e.FaultKillHost} // --quick: one run, under a minute
 	}
@@ -98,7 +99,7 @@ func run(bin string, reps int, load time.Duration) error {
 				detect, promote = append(detect, res.Detect), append(promote, res.Promote)
 				boot, announce = append(boot, res.Boot), append(announce, res.Announce)
 			}
-			if fault == e2e.FaultLinksDown {
+			if fault == e2e.FaultLinksDown || fault == e2e.FaultPartitionCP {
 				minMargin = min(minMargin, res.FenceMargin)
 			}
 			if _, err := c.WaitProtected(ctx, "ha-1", 3*time.Minute); err != nil {

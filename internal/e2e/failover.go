@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -27,10 +28,20 @@ const (
 	// FaultReplicaDies kills every process of the replica's host: the
 	// primary goes on degraded, with the control plane's consent.
 	FaultReplicaDies Fault = "replica-dies"
+	// FaultPartitionCP cuts the primary's host off from the control plane
+	// only; its replication link stays up. It must fence itself.
+	FaultPartitionCP Fault = "cp-partition"
+	// FaultServerKill kills the primary's host, then kills -9 the server
+	// as soon as the failover has started, and restarts it: the failover
+	// must resume.
+	FaultServerKill Fault = "server-kill"
 )
 
-// Faults lists every fault.
-var Faults = []Fault{FaultKillHost, FaultLinksDown, FaultReplicaDies}
+// Faults lists the faults CI runs; AllFaults every one (bench/failover).
+var (
+	Faults    = []Fault{FaultKillHost, FaultLinksDown, FaultReplicaDies}
+	AllFaults = []Fault{FaultKillHost, FaultLinksDown, FaultReplicaDies, FaultPartitionCP, FaultServerKill}
+)
 
 // FailoverResult is what one failover run measured. Durations are from the
 // fault unless said otherwise.
@@ -194,15 +205,22 @@ func (c *Cluster) RunFailover(ctx context.Context, name string, fault Fault) (Fa
 
 	faultAt := time.Now()
 	switch fault {
-	case FaultKillHost, FaultReplicaDies:
+	case FaultKillHost, FaultReplicaDies, FaultServerKill:
 		err = c.Hosts.KillHost(ctx, h)
 	case FaultLinksDown:
 		err = c.Hosts.CutLinks(ctx, h)
+	case FaultPartitionCP:
+		err = c.Hosts.Partition(ctx, h, c.Hosts.RootIP())
 	default:
 		err = fmt.Errorf("e2e: unknown fault %q", fault)
 	}
 	if err != nil {
 		return res, err
+	}
+	if fault == FaultServerKill {
+		if err := c.killServerMidFailover(ctx, name, faultAt); err != nil {
+			return res, err
+		}
 	}
 
 	// Wait for an answer after the fault: from a new boot when the primary
@@ -268,6 +286,8 @@ func (c *Cluster) RunFailover(ctx context.Context, name string, fault Fault) (Fa
 	switch fault {
 	case FaultLinksDown:
 		err = c.Hosts.HealLinks(ctx, h)
+	case FaultPartitionCP:
+		err = c.Hosts.Heal(ctx, h)
 	default:
 		err = c.StartAgent(ctx, h, victim, "")
 	}
@@ -314,7 +334,7 @@ func (c *Cluster) breakdown(ctx context.Context, res *FailoverResult, faultAt ti
 	res.Promote = at(api.StepPromoted).Sub(at(api.StepDetected))
 	res.Boot = at(api.StepBooted).Sub(at(api.StepPromoted))
 	res.Announce = res.Serving - at(api.StepBooted).Sub(faultAt)
-	if res.Fault == FaultLinksDown {
+	if res.Fault == FaultLinksDown || res.Fault == FaultPartitionCP {
 		recs, err := agent.FenceRecords(c.AgentDir(victim))
 		if err != nil {
 			return err
@@ -333,6 +353,32 @@ func (c *Cluster) breakdown(ctx context.Context, res *FailoverResult, faultAt ti
 		res.FenceMargin = at(api.StepDetected).Sub(fence.Done)
 	}
 	return nil
+}
+
+// killServerMidFailover waits until the failover of name has started,
+// then kills the server with SIGKILL and starts it again on its data.
+func (c *Cluster) killServerMidFailover(ctx context.Context, name string, faultAt time.Time) error {
+	err := c.Wait(ctx, time.Minute, "the failover to start", func() bool {
+		ops, err := c.Client.ListOperations(ctx, name, "")
+		if err != nil {
+			return false
+		}
+		for _, o := range ops.Items {
+			if o.StartedAt.After(faultAt) {
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		return err
+	}
+	c.Server().Kill()
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		return err
+	}
+	return c.StartServer(ctx, u.Host)
 }
 
 // hostsRunningQEMU counts the hosts with a QEMU process.
