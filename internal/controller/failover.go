@@ -72,6 +72,16 @@ func (c *Controller) failOne(ctx context.Context, nodes []*api.Node, alive map[s
 		in.Status.Serving, in.Status.ServingSince = false, downSince
 		ops = append(ops, c.s.EventOp(api.Event{Time: downSince, Kind: api.KindInstance, Name: in.Name, Node: dead.Name, Type: "NotServing", Message: "host " + dead.Name + " is down"}))
 	}
+	if blocked != "" && in.Spec.SharedPath() != "" {
+		// Shared storage can start anywhere: it waits Pending, and the
+		// placement loop starts it as soon as a host has room.
+		in.Status.Node, in.Status.Phase, in.Status.Since = "", api.PhasePending, now
+		in.Status.Epoch++
+		in.Status.Message = "host " + dead.Name + " is down; " + blocked
+		ops = append(ops, c.s.EventOp(api.Event{Time: now, Kind: api.KindInstance, Name: in.Name, Node: dead.Name, Type: "FailoverBlocked", Message: in.Status.Message}))
+		c.log.Warn("failover waits for room", "instance", in.Name, "node", dead.Name, "reason", blocked)
+		return c.s.Instances.Update(ctx, in, ops...)
+	}
 	if blocked != "" {
 		msg := "cannot fail over from " + dead.Name + ": " + blocked
 		if in.Status.Message == msg && len(ops) == 0 {

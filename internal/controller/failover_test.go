@@ -203,3 +203,39 @@ func TestFailoverTransactionAndOperation(t *testing.T) {
 		t.Fatalf("%d FailoverBlocked events, want 1", blocked)
 	}
 }
+
+// TestSharedStorageFailoverWaitsForRoom: with no host that has room, an
+// instance on shared storage goes back to Pending with the reason, so the
+// placement loop starts it as soon as room appears.
+func TestSharedStorageFailoverWaitsForRoom(t *testing.T) {
+	s := storetest.NewStore(t, storetest.Embedded(t))
+	ctx := context.Background()
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	c := New(Config{Store: s, Now: func() time.Time { return now }, StableFor: time.Second})
+	old := now.Add(-time.Hour)
+	small := node("b", old)
+	small.Status.Capacity = res(1, 128, 100)
+	for _, n := range []*api.Node{node("a", old), small} {
+		if err := s.Nodes.Create(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in := &api.Instance{Meta: api.Meta{Name: "web", CreatedAt: old},
+		Spec:   api.InstanceSpec{CPUs: 1, Memory: 1 << 30, Disk: 10 << 30, State: api.DesiredRunning, Storage: "shared:/mnt"},
+		Status: api.InstanceStatus{Node: "a", Epoch: 1, Phase: api.PhaseRunning, Serving: true}}
+	if err := s.Instances.Create(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	nodes, _, _ := s.Nodes.List(ctx)
+	insts, _, _ := s.Instances.List(ctx)
+	if err := c.failover(ctx, nodes, map[string]bool{"b": true}, insts); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Instances.Get(ctx, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status.Phase != api.PhasePending || got.Status.Node != "" || !strings.Contains(got.Status.Message, "room") {
+		t.Fatalf("phase %s node %q message %q; want Pending, no node, a reason about room", got.Status.Phase, got.Status.Node, got.Status.Message)
+	}
+}
