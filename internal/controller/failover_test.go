@@ -239,3 +239,45 @@ func TestSharedStorageFailoverWaitsForRoom(t *testing.T) {
 		t.Fatalf("phase %s node %q message %q; want Pending, no node, a reason about room", got.Status.Phase, got.Status.Node, got.Status.Message)
 	}
 }
+
+// TestConcurrentFailoversOfOneInstance runs two controllers (as two
+// leaders would, one deposed but not knowing it yet) on the same snapshot
+// at once: exactly one failover commits.
+func TestConcurrentFailoversOfOneInstance(t *testing.T) {
+	s := storetest.NewStore(t, storetest.Embedded(t))
+	ctx := context.Background()
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	old := now.Add(-time.Hour)
+	for _, n := range []*api.Node{node("a", old), node("b", old), node("c", old)} {
+		if err := s.Nodes.Create(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in := &api.Instance{Meta: api.Meta{Name: "web", CreatedAt: old},
+		Spec:   api.InstanceSpec{CPUs: 1, Memory: 1 << 30, Disk: 10 << 30, State: api.DesiredRunning},
+		Status: api.InstanceStatus{Node: "a", ReplicaNode: "b", Epoch: 4, Phase: api.PhaseRunning}}
+	if err := s.Instances.Create(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	nodes, _, _ := s.Nodes.List(ctx)
+	alive := map[string]bool{"b": true, "c": true}
+	errs := make(chan error, 2)
+	for i := 0; i < 2; i++ {
+		insts, _, _ := s.Instances.List(ctx) // each its own copy of the same revision
+		c := New(Config{Store: s, Now: func() time.Time { return now }, StableFor: time.Second})
+		go func() { errs <- c.failover(ctx, nodes, alive, insts) }()
+	}
+	for i := 0; i < 2; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	ops, _, err := s.Operations.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := s.Instances.Get(ctx, "web")
+	if len(ops) != 1 || got.Status.Epoch != 5 {
+		t.Fatalf("%d operations, epoch %d; want exactly one failover (epoch 5)", len(ops), got.Status.Epoch)
+	}
+}
