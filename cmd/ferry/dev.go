@@ -391,9 +391,16 @@ func printDevVMs(out io.Writer, o devOptions, hc *testcluster.Cluster, url, dir,
 				fmt.Fprintf(out, "  ferry instance show %s; ferry instance wait-synced %s   # its disk replication (UpToDate, Syncing %%, Degraded)\n", r.Name, r.Name)
 			}
 		}
+		victim := in
+		for _, r := range insts {
+			if r.Status.ReplicaNode != "" {
+				victim = r // the replicated one shows the whole failover
+			}
+		}
 		for _, h := range hc.Hosts() {
-			if devNodeName(h) == in.Status.Node {
-				fmt.Fprintf(out, "  ip netns pids %s | xargs kill -9    # kill the host %s runs on (failover comes with replicated disks)\n", h.Namespace, in.Name)
+			if devNodeName(h) == victim.Status.Node {
+				fmt.Fprintf(out, "  ip netns pids %s | xargs kill -9    # kill the host %s runs on: it serves again from its replica in seconds\n", h.Namespace, victim.Name)
+				fmt.Fprintf(out, "  ferry operation ls; ferry instance history %s   # the failover, step by step\n", victim.Name)
 			}
 		}
 	}
