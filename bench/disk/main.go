@@ -8,6 +8,10 @@
 //
 // It also runs itself as the servers: `disk serve FILE SOCKET` serves a
 // file with ferry's NBD server until killed.
+//
+// For tuning, -profile DIR saves CPU, block and mutex profiles of every
+// server process during every fio run (DIR/MODE-WORKLOAD-ROLE-KIND.pprof);
+// -modes and -workloads restrict a run to some modes and workloads.
 package main
 
 import (
@@ -15,13 +19,20 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -53,17 +64,104 @@ func main() {
 		return
 	}
 	reps := flag.Int("reps", 5, "repetitions of each workload")
-	kills := flag.Int("kills", 100, "kill points of the crash test (0 skips it)")
+	kills := flag.Int("kills", 100, "process kill points of the crash test, plus a fifth as many whole-host ones (0 skips it)")
 	secs := flag.Int("runtime", 5, "seconds per fio run")
+	flag.StringVar(&profileDir, "profile", "", "save server `dir`ectory profiles of every fio run in dir (tuning)")
+	onlyModes := flag.String("modes", "", "comma-separated modes to run (default all; tuning)")
+	onlyWorkloads := flag.String("workloads", "", "comma-separated workloads to run (default all; tuning)")
 	flag.Parse()
+	if *onlyModes != "" {
+		selModes = strings.Split(*onlyModes, ",")
+	}
+	if *onlyWorkloads != "" {
+		ws := strings.Split(*onlyWorkloads, ",")
+		workloads = slices.DeleteFunc(workloads, func(w workload) bool { return !slices.Contains(ws, w.name) })
+	}
 	if err := run(*reps, *secs, *kills); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/disk:", err)
 		os.Exit(1)
 	}
 }
 
+// Tuning switches, set by flags (see the package comment).
+var (
+	profileDir string
+	selModes   []string // nil: all
+)
+
+// pprofEnv names the environment variable that tells a server process to
+// serve net/http/pprof on a unix socket at its value.
+const pprofEnv = "FERRY_BENCH_PPROF"
+
+// withPprof makes cmd serve profiles at sock when profiling is on; sock is
+// a path, so it is reachable from the parent across network namespaces.
+func withPprof(cmd *exec.Cmd, sock string) *exec.Cmd {
+	if profileDir != "" {
+		os.Remove(sock)
+		cmd.Env = append(os.Environ(), pprofEnv+"="+sock)
+	}
+	return cmd
+}
+
+// startPprof serves net/http/pprof on the socket named by pprofEnv, if
+// set, with block and mutex profiling on.
+func startPprof() {
+	sock := os.Getenv(pprofEnv)
+	if sock == "" {
+		return
+	}
+	runtime.SetBlockProfileRate(10000) // one sample per 10 µs blocked
+	runtime.SetMutexProfileFraction(10)
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pprof:", err)
+		return
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	go func() { _ = http.Serve(l, mux) }()
+}
+
+// fetchProfiles saves CPU, block and mutex profiles of secs seconds from
+// every server of mode (sockets DIR/MODE-ROLE.pprof.sock) into
+// DIR/MODE-WORKLOAD-ROLE-KIND.pprof. It returns when they are saved.
+func fetchProfiles(mode, wl string, secs int) {
+	socks, _ := filepath.Glob(filepath.Join(profileDir, mode+"-*.pprof.sock"))
+	var wg sync.WaitGroup
+	for _, sock := range socks {
+		role := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(sock), mode+"-"), ".pprof.sock")
+		c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		}}}
+		for _, kind := range []string{"profile", "block", "mutex"} {
+			wg.Go(func() {
+				resp, err := c.Get(fmt.Sprintf("http://x/debug/pprof/%s?seconds=%d", kind, secs))
+				if err != nil {
+					fmt.Fprintln(os.Stderr, "profile:", err)
+					return
+				}
+				defer resp.Body.Close()
+				if kind == "profile" {
+					kind = "cpu"
+				}
+				f, err := os.Create(filepath.Join(profileDir, fmt.Sprintf("%s-%s-%s-%s.pprof", mode, wl, role, kind)))
+				if err != nil {
+					fmt.Fprintln(os.Stderr, "profile:", err)
+					return
+				}
+				defer f.Close()
+				_, _ = io.Copy(f, resp.Body)
+			})
+		}
+	}
+	wg.Wait()
+}
+
 // serve runs ferry's NBD server over one file until SIGTERM.
 func serve(file, sock string) error {
+	startPprof()
 	f, err := os.OpenFile(file, os.O_RDWR, 0)
 	if err != nil {
 		return err
@@ -120,7 +218,8 @@ func run(reps, secs, kills int) error {
 			return startProc(exec.Command("qemu-nbd", "-f", "raw", "--cache=writeback", "-k", sock, "-t", "-e", "4", file), sock)
 		}},
 		{"ferry", func(file, sock string) (func(), error) {
-			return startProc(exec.Command(self, "serve", file, sock), sock)
+			return startProc(withPprof(exec.Command(self, "serve", file, sock),
+				filepath.Join(profileDir, "ferry-server.pprof.sock")), sock)
 		}},
 	}
 	if repl := replMode(self, dir); repl != nil {
@@ -130,9 +229,22 @@ func run(reps, secs, kills int) error {
 			start server
 		}{"ferry-repl", repl.start})
 	}
-	crash := crashResult{acked: -1, lost: -1}
+	if selModes != nil {
+		modes = slices.DeleteFunc(modes, func(m struct {
+			name  string
+			start server
+		}) bool {
+			return !slices.Contains(selModes, m.name)
+		})
+	}
+	if profileDir != "" {
+		if err := os.MkdirAll(profileDir, 0o755); err != nil {
+			return err
+		}
+	}
+	crash := crashResult{acked: -1, lost: -1, hostAcked: -1, hostLost: -1}
 	if kills > 0 {
-		if crash, err = crashPoints(self, dir, kills); err != nil {
+		if crash, err = crashPoints(self, dir, kills, hostKillPoints(kills)); err != nil {
 			return fmt.Errorf("crash test: %w", err)
 		}
 	}
@@ -159,7 +271,12 @@ func run(reps, secs, kills int) error {
 				return fmt.Errorf("%s fill: %w", m.name, err)
 			}
 			for _, w := range workloads {
+				var prof sync.WaitGroup
+				if profileDir != "" && secs > 1 {
+					prof.Go(func() { fetchProfiles(m.name, w.name, secs-1) })
+				}
 				v, err := fio(uri, w, secs, dir)
+				prof.Wait()
 				if err != nil {
 					stop()
 					return fmt.Errorf("%s %s: %w", m.name, w.name, err)
@@ -174,7 +291,8 @@ func run(reps, secs, kills int) error {
 		}
 	}
 	fmt.Println()
-	line := fmt.Sprintf("RESULT acked_writes=%d lost_acked_writes=%d", crash.acked, crash.lost)
+	line := fmt.Sprintf("RESULT acked_writes=%d lost_acked_writes=%d host_kill_acked_writes=%d host_kill_lost_acked_writes=%d",
+		crash.acked, crash.lost, crash.hostAcked, crash.hostLost)
 	for _, w := range workloads {
 		ref := median(results["qemu-nbd"][w.name])
 		for _, m := range modes {

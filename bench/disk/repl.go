@@ -65,7 +65,8 @@ func replMode(self, dir string) *replSetup {
 			if err := os.Truncate(peerFile, fileSize); err != nil {
 				return nil, err
 			}
-			sec := h.Command(ctx, self, "secondary", "-file", peerFile, "-certs", certDir, "-listen", ":"+replPort)
+			sec := withPprof(h.Command(ctx, self, "secondary", "-file", peerFile, "-certs", certDir, "-listen", ":"+replPort),
+				filepath.Join(profileDir, "ferry-repl-secondary.pprof.sock"))
 			sec.Stderr = os.Stderr
 			if err := h.Start(sec); err != nil {
 				return nil, err
@@ -74,8 +75,9 @@ func replMode(self, dir string) *replSetup {
 				_ = sec.Process.Signal(syscall.SIGTERM)
 				_ = sec.Wait()
 			}
-			stopPrim, err := startProc(exec.Command(self, "serve-primary", "-file", file, "-socket", sock,
-				"-certs", certDir, "-peer", net.JoinHostPort(h.IP.String(), replPort)), sock)
+			stopPrim, err := startProc(withPprof(exec.Command(self, "serve-primary", "-file", file, "-socket", sock,
+				"-certs", certDir, "-peer", net.JoinHostPort(h.IP.String(), replPort)),
+				filepath.Join(profileDir, "ferry-repl-primary.pprof.sock")), sock)
 			if err != nil {
 				stopSec()
 				return nil, err
@@ -138,6 +140,7 @@ func serveSecondary(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	startPprof()
 	be, err := openBackend(*file)
 	if err != nil {
 		return err
@@ -151,7 +154,7 @@ func serveSecondary(args []string) error {
 	if err != nil {
 		return err
 	}
-	l, err := tls.Listen("tcp", *listen, cfg)
+	l, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
 	}
@@ -159,13 +162,14 @@ func serveSecondary(args []string) error {
 	defer stop()
 	go func() { <-ctx.Done(); l.Close() }()
 	for {
-		c, err := l.Accept()
+		raw, err := l.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
 		}
+		c := tls.Server(repl.LinkConn(raw), cfg)
 		if err := sec.Serve(ctx, c); err != nil && ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
 			fmt.Fprintln(os.Stderr, "secondary:", err)
 		}
@@ -183,6 +187,7 @@ func servePrimary(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	startPprof()
 	be, err := openBackend(*file)
 	if err != nil {
 		return err
@@ -201,9 +206,15 @@ func servePrimary(args []string) error {
 	defer cancel()
 	var conn net.Conn
 	for {
-		d := tls.Dialer{Config: cfg}
-		if conn, err = d.DialContext(ctx, "tcp", *peer); err == nil {
-			break
+		var d net.Dialer
+		var raw net.Conn
+		if raw, err = d.DialContext(ctx, "tcp", *peer); err == nil {
+			tc := tls.Client(repl.LinkConn(raw), cfg)
+			if err = tc.HandshakeContext(ctx); err == nil {
+				conn = tc
+				break
+			}
+			raw.Close()
 		}
 		select {
 		case <-ctx.Done():

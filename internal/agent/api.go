@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ferrycluster/ferry/internal/api"
+	"github.com/ferrycluster/ferry/internal/disk/repl"
 	"github.com/ferrycluster/ferry/internal/pki"
 )
 
@@ -36,10 +37,11 @@ func (a *Agent) serveAPI(ctx context.Context, addr string, tlsCfg *tls.Config, w
 	cfg.ClientAuth = tls.RequireAndVerifyClientCert
 	// Peer agents' replication links share the port, told apart by ALPN.
 	cfg.NextProtos = []string{"http/1.1", replALPN}
-	ln, err := tls.Listen("tcp", addr, cfg)
+	raw, err := net.Listen("tcp", addr)
 	if err != nil {
 		return "", fmt.Errorf("agent: api listener: %w", err)
 	}
+	ln := tls.NewListener(linkListener{raw}, cfg)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/vms/{name}/log", a.apiLog)
 	mux.HandleFunc("GET /v1/vms/{name}/console", a.apiConsole)
@@ -57,6 +59,18 @@ func (a *Agent) serveAPI(ctx context.Context, addr string, tlsCfg *tls.Config, w
 		_ = srv.Shutdown(sctx)
 	})
 	return ln.Addr().String(), nil
+}
+
+// linkListener hands out connections wrapped for the replication link's
+// batching (repl.LinkConn), beneath TLS; for HTTP they change nothing.
+type linkListener struct{ net.Listener }
+
+func (l linkListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return repl.LinkConn(c), nil
 }
 
 func (a *Agent) onlyServers(next http.Handler) http.Handler {

@@ -442,11 +442,18 @@ func (d *replDisk) connect(ctx context.Context) error {
 	cfg.NextProtos = []string{replALPN}
 	dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	conn, err := (&tls.Dialer{Config: cfg}).DialContext(dctx, "tcp", peer.Address)
+	raw, err := (&net.Dialer{}).DialContext(dctx, "tcp", peer.Address)
 	if err != nil {
 		return fmt.Errorf("dial replica %s at %s: %w", peer.Node, peer.Address, err)
 	}
-	tc := conn.(*tls.Conn)
+	// LinkConn beneath TLS batches the link's records into few system
+	// calls (see repl.LinkConn).
+	tc := tls.Client(repl.LinkConn(raw), cfg)
+	if err := tc.HandshakeContext(dctx); err != nil {
+		raw.Close()
+		return fmt.Errorf("replica %s at %s: TLS: %w", peer.Node, peer.Address, err)
+	}
+	var conn net.Conn = tc
 	if p := tc.ConnectionState().NegotiatedProtocol; p != replALPN {
 		conn.Close()
 		return fmt.Errorf("replica %s at %s does not speak %s (an older agent?)", peer.Node, peer.Address, replALPN)

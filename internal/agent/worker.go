@@ -70,6 +70,8 @@ type worker struct {
 	// holdRestart keeps a VM that stopped by itself down, as its restart
 	// policy says, until the desired state changes.
 	holdRestart bool
+	// bootPending is set from a VM start until a report of it is accepted.
+	bootPending bool
 	// bootWarm is set once the replica's boot files were pre-extracted.
 	bootWarm bool
 	// stopProbing ends the health prober of the running VM.
@@ -424,6 +426,10 @@ func (w *worker) reconcileRunning(ctx context.Context, gen uint64, inst *api.Ins
 		}
 		return d, false
 	}
+	// The boot is reported until a report carrying it is accepted: a
+	// report superseded by a new assignment (a stream reconnect, say) must
+	// not lose it.
+	w.bootPending = true
 	r := api.InstanceReport{Phase: api.PhaseRunning, Booted: true}
 	if inst.Spec.IP == "" {
 		serving := true // nothing to probe: serving means running
@@ -432,6 +438,7 @@ func (w *worker) reconcileRunning(ctx context.Context, gen uint64, inst *api.Ins
 	if err := w.report(ctx, gen, inst, r); err != nil {
 		return w.reportFailed(err)
 	}
+	w.bootPending = false
 	return 0, false
 }
 
@@ -553,6 +560,13 @@ func (w *worker) exited(res vmm.ExitResult, ok bool) {
 // ensure reports phase unless it is what the server last heard (or, before
 // any report, already shows).
 func (w *worker) ensure(ctx context.Context, gen uint64, inst *api.Instance, phase api.Phase) (time.Duration, bool) {
+	if w.bootPending && phase == api.PhaseRunning {
+		if err := w.report(ctx, gen, inst, api.InstanceReport{Phase: phase, Booted: true}); err != nil {
+			return w.reportFailed(err)
+		}
+		w.bootPending = false
+		return 0, false
+	}
 	if w.sent != nil && w.sent.Phase == phase {
 		return 0, false
 	}

@@ -236,7 +236,11 @@ func (c *Controller) trackOne(ctx context.Context, op *api.Operation, in *api.In
 		end(api.OpFailed, fmt.Sprintf("superseded: the instance is on %s under epoch %d", orNone(in.Status.Node), in.Status.Epoch))
 		changed = true
 	default:
-		if op.Step(api.StepBooted) == nil && in.Status.Boots > op.BootsBefore {
+		// Booted: the boot count went up, or (should that report have been
+		// lost) the instance turned Running on its new host after the
+		// failover began.
+		runningHere := in.Status.Phase == api.PhaseRunning && in.Status.Since.After(op.StartedAt)
+		if op.Step(api.StepBooted) == nil && (in.Status.Boots > op.BootsBefore || runningHere) {
 			at := in.Status.Since
 			if at.Before(op.StartedAt) {
 				at = now

@@ -39,6 +39,18 @@ func (s *Store) leadOnce(ctx context.Context, id string, ttl time.Duration, log 
 		return fmt.Errorf("store: election session: %w", err)
 	}
 	defer sess.Close()
+	// A key with this server's id can only be from an earlier life of
+	// this server (killed, now restarted): waiting out its lease would leave
+	// the cluster without controllers for the election TTL. Revoke it.
+	if resp, err := s.cli.Get(ctx, s.prefix+electionDir+"/", clientv3.WithPrefix()); err == nil {
+		for _, kv := range resp.Kvs {
+			if string(kv.Value) == id && clientv3.LeaseID(kv.Lease) != sess.Lease() {
+				if _, err := s.cli.Revoke(ctx, clientv3.LeaseID(kv.Lease)); err == nil {
+					log.Info("revoked the leadership claim of this server's previous run", "id", id)
+				}
+			}
+		}
+	}
 	el := concurrency.NewElection(sess, s.prefix+electionDir)
 	if err := el.Campaign(ctx, id); err != nil {
 		return fmt.Errorf("store: campaign: %w", err)

@@ -21,6 +21,14 @@
 //     history). When both sides were written independently, the handshake
 //     fails with [ErrDiverged] and nothing is merged; [KeepAside] moves the
 //     losing image out of the way so an operator can recover it.
+//   - The replicas never differ silently while connected. Requests on
+//     overlapping ranges take effect in the same order on both disks (the
+//     primary holds back a request until the overlapping ones before it
+//     completed). A write that the primary's own disk fails, after the
+//     secondary may have applied it, fails, and its regions are marked in
+//     the bitmap (relative to the peer's generation) and resynced from the
+//     primary; if even that cannot be recorded, the link is dropped and the
+//     next connection does a full sync.
 //
 // A Primary implements [nbd.Backend] and its optional interfaces, so the NBD
 // server serves a replicated disk unchanged. All exported methods are safe
@@ -36,4 +44,21 @@
 // FLUSH{seq}, SYNCSTART and SYNCDONE, pipelined, and the secondary answers
 // each with ACK{seq, code, message} in any order. Any malformed frame closes
 // the link.
+//
+// The secondary applies several requests at a time, but those on
+// overlapping ranges in the order received; a FLUSH waits for every request
+// received before it, and SYNCSTART and SYNCDONE for all requests before
+// them while holding back those after. It acknowledges a request only once
+// it took effect locally (a FUA write or a FLUSH once flushed).
+//
+// # Performance
+//
+// Both sides batch frames (group commit): frames sent while a write to the
+// connection is in progress go out together with the next write, and the
+// secondary holds an ACK while other writes it received are still being
+// applied (50 µs as long as writes keep completing, 1 ms at most), so
+// their ACKs share one write. System calls and
+// wake-ups, not bandwidth, dominate the cost of replicating small writes,
+// so callers should also wrap the TCP connection in [LinkConn] before TLS:
+// it sends a batch's TLS records with one system call and reads ahead.
 package repl

@@ -1,6 +1,7 @@
 package repl
 
 import (
+	"bufio"
 	"fmt"
 	"net"
 	"sync"
@@ -21,7 +22,7 @@ type plink struct {
 	p      *Primary
 	conn   net.Conn
 	epoch  uint64
-	wmu    sync.Mutex // serializes frames written to conn
+	out    *frameWriter
 	closed chan struct{}
 
 	mu   sync.Mutex
@@ -42,11 +43,10 @@ func (l *plink) register(pd *pending) error {
 	return nil
 }
 
-// send writes one frame.
+// send sends one frame, batched with those sent concurrently (see
+// frameWriter).
 func (l *plink) send(f *frame) error {
-	l.wmu.Lock()
-	defer l.wmu.Unlock()
-	if err := writeFrame(l.conn, f); err != nil {
+	if err := l.out.send(f); err != nil {
 		return fmt.Errorf("repl: send: %w", err)
 	}
 	return nil
@@ -76,8 +76,9 @@ func (l *plink) fail(cause error) (pends []*pending, first bool) {
 // stays unanswered until the control plane decides; a stale-epoch ACK
 // makes the primary stale.
 func (l *plink) readLoop() {
+	rd := bufio.NewReaderSize(l.conn, linkBufSize)
 	for {
-		f, err := readFrame(l.conn)
+		f, err := readFrame(rd)
 		if err != nil {
 			l.p.peerLost(l, fmt.Errorf("repl: receive: %w", err))
 			return

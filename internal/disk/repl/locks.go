@@ -18,40 +18,44 @@ type regionLocks struct {
 	m          [lockStripes]sync.RWMutex
 }
 
+// rangeLock is the set of stripes read-locked by rlockRange: the
+// ascending intervals [lo1, hi1] and [lo2, hi2] (the second may be empty).
+type rangeLock struct {
+	r                  *regionLocks
+	lo1, hi1, lo2, hi2 int
+}
+
 // rlockRange read-locks every region touched by [off, off+length), in
 // ascending stripe order so that two writes cannot deadlock, and returns
-// the function that unlocks them.
-func (r *regionLocks) rlockRange(off, length int64) func() {
+// the locks to unlock.
+func (r *regionLocks) rlockRange(off, length int64) rangeLock {
 	first := off / r.regionSize
 	last := (off + max(length, 1) - 1) / r.regionSize
-	var idx []int
-	if last-first+1 >= lockStripes {
-		idx = make([]int, lockStripes)
-		for i := range idx {
-			idx[i] = i
-		}
-	} else {
-		a, b := int(first%lockStripes), int(last%lockStripes)
-		if a <= b {
-			for i := a; i <= b; i++ {
-				idx = append(idx, i)
-			}
-		} else { // wraps around: ascending means 0..b, then a..end
-			for i := 0; i <= b; i++ {
-				idx = append(idx, i)
-			}
-			for i := a; i < lockStripes; i++ {
-				idx = append(idx, i)
-			}
-		}
+	l := rangeLock{r: r, lo2: 1, hi2: 0}
+	switch a, b := int(first%lockStripes), int(last%lockStripes); {
+	case last-first+1 >= lockStripes:
+		l.lo1, l.hi1 = 0, lockStripes-1
+	case a <= b:
+		l.lo1, l.hi1 = a, b
+	default: // wraps around: ascending means 0..b, then a..end
+		l.lo1, l.hi1, l.lo2, l.hi2 = 0, b, a, lockStripes-1
 	}
-	for _, i := range idx {
+	for i := l.lo1; i <= l.hi1; i++ {
 		r.m[i].RLock()
 	}
-	return func() {
-		for _, i := range idx {
-			r.m[i].RUnlock()
-		}
+	for i := l.lo2; i <= l.hi2; i++ {
+		r.m[i].RLock()
+	}
+	return l
+}
+
+// unlock releases the locks taken by rlockRange.
+func (l rangeLock) unlock() {
+	for i := l.lo1; i <= l.hi1; i++ {
+		l.r.m[i].RUnlock()
+	}
+	for i := l.lo2; i <= l.hi2; i++ {
+		l.r.m[i].RUnlock()
 	}
 }
 

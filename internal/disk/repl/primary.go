@@ -78,8 +78,17 @@ type Primary struct {
 	meta  *metaStore
 	bm    *Bitmap
 	locks *regionLocks
-	holes *os.File // DiskPath, read-only, for SEEK_DATA
+	order rangeTracker // orders overlapping guest requests (see do)
+	holes *os.File     // DiskPath, read-only, for SEEK_DATA
 	seq   atomic.Uint64
+	// syncMu serializes the end of a resync with marking regions that a
+	// local write failed (localFailed), so that no such mark is left
+	// behind when the resync declares the peer up to date.
+	syncMu sync.Mutex
+	// repaired is set when a region was marked by localFailed during the
+	// current link: the peer may then hold data where this disk has a
+	// hole, so resync must not skip holes.
+	repaired atomic.Bool
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -293,10 +302,23 @@ func staleErr() error { return fmt.Errorf("%w: %w", ErrStaleEpoch, nbd.ErrShutdo
 // do runs one guest request: locally and on the peer in parallel when
 // connected, locally after marking the bitmap when degraded, and not at
 // all (waiting) when frozen. local performs the local half.
+//
+// Requests on overlapping ranges take effect in the same order on both
+// disks: each waits until every overlapping request that came before it
+// has completed. Otherwise two concurrent overlapping writes could land in
+// one order here and in the other on the peer, and leave the replicas
+// different.
+//
+// If the local half fails while the peer applied the request, the request
+// fails and localFailed records the range for resync, so the disks do not
+// stay silently different.
 func (p *Primary) do(typ msgType, flags uint8, off, length int64, data []byte, local func() error) error {
 	if typ != msgFlush {
-		unlock := p.locks.rlockRange(off, length)
-		defer unlock()
+		rl := p.locks.rlockRange(off, length)
+		defer rl.unlock()
+		op, waits := p.order.begin(off, length)
+		defer p.order.end(op)
+		waitAll(waits)
 	}
 	for {
 		p.mu.Lock()
@@ -325,13 +347,22 @@ func (p *Primary) do(typ msgType, flags uint8, off, length int64, data []byte, l
 			p.peerLost(l, err) // make sure the state has left psConnected
 			continue
 		}
+		// Sent before the local half runs, so the two disks write at the
+		// same time; frames sent meanwhile by other requests go out in
+		// the same batch (frameWriter).
 		err := l.send(&frame{typ: typ, flags: flags, seq: pd.seq, epoch: epoch,
 			off: uint64(off), length: uint64(length), payload: data})
 		if err != nil {
 			p.peerLost(l, err)
 		}
 		lerr := local()
-		if perr := <-pd.done; perr != nil {
+		perr := <-pd.done
+		if lerr != nil && typ != msgFlush && perr == nil {
+			if err := p.localFailed(l, off, length); err != nil {
+				lerr = errors.Join(lerr, err)
+			}
+		}
+		if perr != nil {
 			return perr
 		}
 		if lerr != nil {
@@ -339,6 +370,48 @@ func (p *Primary) do(typ msgType, flags uint8, off, length int64, data []byte, l
 		}
 		return nil
 	}
+}
+
+// localFailed handles a guest request that the local disk failed while
+// the peer applied it (or, if the link was lost meanwhile, may have): the
+// disks may now differ in [off, off+length). It marks the regions dirty,
+// durably and relative to the generation the peer holds (BitmapGen), and
+// if connected starts a resync, which sends them from this disk. So the
+// peer ends up equal to this disk again, and until it is, a reconnection
+// resyncs them. If the marks cannot be recorded, the primary drops the
+// link and does a full sync on its next connection, even after a restart.
+func (p *Primary) localFailed(l *plink, off, length int64) error {
+	p.syncMu.Lock()
+	defer p.syncMu.Unlock()
+	var err error
+	if p.meta.get().BitmapGen == 0 {
+		err = p.meta.update(func(m *Meta) {
+			if m.BitmapGen == 0 {
+				m.BitmapGen = m.Current
+			}
+		})
+	}
+	if err == nil {
+		err = p.bm.Mark(off, length)
+	}
+	if err != nil {
+		err = fmt.Errorf("repl: cannot record a range that may differ on the peer: %w", err)
+		p.mu.Lock()
+		p.needFull = true // and Close keeps PrimaryUnclean set
+		p.mu.Unlock()
+		p.peerLost(l, err)
+		return err
+	}
+	p.repaired.Store(true)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.state == psConnected && p.link == l && !p.syncing {
+		p.syncing = true
+		p.reason = fmt.Sprintf("connected at epoch %d, resync of regions the local disk failed to write", l.epoch)
+		token := p.meta.get().BitmapGen
+		p.wg.Go(func() { p.resync(l, token, false) })
+	}
+	return nil
 }
 
 // Connect links the primary to its secondary over conn (which it then
@@ -418,7 +491,8 @@ func (p *Primary) Connect(ctx context.Context, conn net.Conn) (err error) {
 		return err
 	}
 
-	l := &plink{p: p, conn: conn, epoch: epoch, pend: make(map[uint64]*pending), closed: make(chan struct{})}
+	l := &plink{p: p, conn: conn, epoch: epoch, out: newFrameWriter(conn), pend: make(map[uint64]*pending),
+		closed: make(chan struct{})}
 	p.mu.Lock()
 	if p.state == psClosed {
 		p.mu.Unlock()
@@ -426,6 +500,7 @@ func (p *Primary) Connect(ctx context.Context, conn net.Conn) (err error) {
 	}
 	p.link = l
 	p.state = psConnected
+	p.repaired.Store(false)
 	p.syncing = mode != syncNone
 	if p.syncing {
 		p.reason = fmt.Sprintf("connected at epoch %d, resync (%v) in progress", epoch, mode)
@@ -779,7 +854,13 @@ func (p *Primary) Close() error {
 	}
 	p.wg.Wait()
 	errs = append(errs, p.local.Flush())
-	if err := errors.Join(errs...); err == nil {
+	// A primary that still owes its peer a full sync (it was opened
+	// after an unclean shutdown and never completed one, or could not
+	// record a range) stays unclean, so the next one does it.
+	p.mu.Lock()
+	needFull := p.needFull
+	p.mu.Unlock()
+	if err := errors.Join(errs...); err == nil && !needFull {
 		errs = append(errs, p.meta.update(func(m *Meta) { m.PrimaryUnclean = false }))
 	}
 	errs = append(errs, p.bm.Close(), p.holes.Close())

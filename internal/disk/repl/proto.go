@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 )
 
 // Wire constants. The magic and version let either side reject a peer
@@ -112,24 +111,11 @@ func appendFrame(b []byte, f *frame) []byte {
 	return append(b, f.payload...)
 }
 
-// writeFrame writes f to w as one header and its payload, without copying
-// the payload.
+// writeFrame writes f to w with a single Write (so a TLS connection sends
+// one record, not two). It is for the handshake; links send through a
+// frameWriter.
 func writeFrame(w io.Writer, f *frame) error {
-	hdr := make([]byte, headerSize)
-	encodeHeader(hdr, f)
-	if len(f.payload) == 0 {
-		_, err := w.Write(hdr)
-		return err
-	}
-	if c, ok := w.(net.Conn); ok {
-		bufs := net.Buffers{hdr, f.payload}
-		_, err := bufs.WriteTo(c)
-		return err
-	}
-	if _, err := w.Write(hdr); err != nil {
-		return err
-	}
-	_, err := w.Write(f.payload)
+	_, err := w.Write(appendFrame(make([]byte, 0, headerSize+len(f.payload)), f))
 	return err
 }
 
@@ -138,7 +124,11 @@ func writeFrame(w io.Writer, f *frame) error {
 // that off+length does not overflow); range bounds against the disk size
 // are checked by the receiver with checkRange. Any error other than an I/O
 // error wraps errBadFrame.
-func readFrame(r io.Reader) (*frame, error) {
+func readFrame(r io.Reader) (*frame, error) { return readFrameWith(r, nil) }
+
+// readFrameWith is readFrame with WRITE payloads allocated by alloc, if
+// not nil (getPayload: the receiver gives them back with putPayload).
+func readFrameWith(r io.Reader, alloc func(int) []byte) (*frame, error) {
 	var hdr [headerSize]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return nil, err
@@ -192,7 +182,11 @@ func readFrame(r io.Reader) (*frame, error) {
 		return nil, fmt.Errorf("%w: unknown type %d", errBadFrame, f.typ)
 	}
 	if plen > 0 {
-		f.payload = make([]byte, plen)
+		if alloc != nil && f.typ == msgWrite {
+			f.payload = alloc(int(plen))
+		} else {
+			f.payload = make([]byte, plen)
+		}
 		if _, err := io.ReadFull(r, f.payload); err != nil {
 			return nil, err
 		}

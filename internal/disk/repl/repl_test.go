@@ -109,6 +109,7 @@ type pairOpts struct {
 	sEpoch     uint64
 	ackTimeout time.Duration
 	wrapSec    func(nbd.Backend) nbd.Backend
+	wrapPrim   func(nbd.Backend) nbd.Backend
 }
 
 func newPair(t *testing.T, o pairOpts) *pair {
@@ -125,6 +126,9 @@ func newPair(t *testing.T, o pairOpts) *pair {
 	p.sback = openBackend(t, p.spath)
 	if o.wrapSec != nil {
 		p.sback = o.wrapSec(p.sback)
+	}
+	if o.wrapPrim != nil {
+		p.pback = o.wrapPrim(p.pback)
 	}
 	p.openSecondary(o.sEpoch)
 	p.openPrimary(o.pEpoch, o.ackTimeout)

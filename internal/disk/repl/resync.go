@@ -22,23 +22,39 @@ func (p *Primary) resync(l *plink, token uint64, peerZero bool) {
 	p.prog = progressCounter{total: total, start: time.Now()}
 	p.mu.Unlock()
 
-	var body [16]byte
-	binary.BigEndian.PutUint64(body[:], token)
-	binary.BigEndian.PutUint64(body[8:], uint64(total))
-	if err := l.request(&frame{typ: msgSyncStart, payload: body[:]}); err != nil {
-		return
-	}
-	for p.bm.Count() > 0 {
-		if err := p.resyncPass(l, peerZero); err != nil {
+	for {
+		var body [16]byte
+		binary.BigEndian.PutUint64(body[:], token)
+		binary.BigEndian.PutUint64(body[8:], uint64(total))
+		if err := l.request(&frame{typ: msgSyncStart, payload: body[:]}); err != nil {
 			return
 		}
-	}
-	m := p.meta.get()
-	done := &genInfo{current: m.Current, history: m.History}
-	if err := l.request(&frame{typ: msgSyncDone, payload: done.marshal()}); err != nil {
-		return
+		for p.bm.Count() > 0 {
+			if err := p.resyncPass(l, peerZero); err != nil {
+				return
+			}
+		}
+		m := p.meta.get()
+		done := &genInfo{current: m.Current, history: m.History}
+		if err := l.request(&frame{typ: msgSyncDone, payload: done.marshal()}); err != nil {
+			return
+		}
+		// A local write may have failed, and marked a region, since the
+		// last pass (localFailed): then the peer is not up to date after
+		// all, and the resync goes on. syncMu stays held from this check
+		// to the end, so that a later mark starts a new resync instead.
+		p.syncMu.Lock()
+		if p.bm.Count() == 0 {
+			break
+		}
+		p.syncMu.Unlock()
+		total = p.bm.DirtyBytes()
+		p.mu.Lock()
+		p.prog.total += total
+		p.mu.Unlock()
 	}
 	if err := p.meta.update(func(m *Meta) { m.BitmapGen = 0 }); err != nil {
+		p.syncMu.Unlock()
 		p.peerLost(l, err)
 		return
 	}
@@ -51,6 +67,7 @@ func (p *Primary) resync(l *plink, token uint64, peerZero bool) {
 	}
 	pr := p.progressLocked(time.Now())
 	p.mu.Unlock()
+	p.syncMu.Unlock()
 	if p.cfg.OnProgress != nil {
 		p.cfg.OnProgress(pr)
 	}
@@ -126,7 +143,7 @@ func (p *Primary) syncRegion(l *plink, i int, peerZero bool) error {
 	}
 	var sent int64
 	switch {
-	case hole && peerZero:
+	case hole && peerZero && !p.repaired.Load():
 	case hole:
 		f := &frame{typ: msgZero, flags: flagMayTrim | flagResync, off: uint64(off), length: uint64(n)}
 		if err := l.request(f); err != nil {

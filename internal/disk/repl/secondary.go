@@ -1,6 +1,7 @@
 package repl
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -15,6 +16,22 @@ import (
 // handshakeTimeout bounds how long either side waits for the peer's HELLO,
 // so a silent peer cannot hold a connection slot forever.
 const handshakeTimeout = 10 * time.Second
+
+const (
+	// secWorkers is the number of requests a Secondary applies
+	// concurrently on one link.
+	secWorkers = 8
+	// secBufferBytes bounds the WRITE payloads a Secondary holds in memory
+	// on one link (received, not yet written); one larger WRITE is always
+	// admitted.
+	secBufferBytes = 64 << 20
+	// linkBufSize is the read buffer of either side of a link.
+	linkBufSize = 64 << 10
+	// closeWriteTimeout bounds how long a Secondary that is ending a link
+	// still tries to send the last ACKs, so a peer that stopped reading
+	// cannot hold it.
+	closeWriteTimeout = 2 * time.Second
+)
 
 // SecondaryConfig configures a [Secondary].
 type SecondaryConfig struct {
@@ -31,17 +48,24 @@ type SecondaryConfig struct {
 }
 
 // Secondary serves one disk to a primary over a link: it applies the
-// primary's writes in the order received, acknowledges a write only after
-// its local WriteAt returned (and a FUA write or a FLUSH only after a local
-// Flush), and refuses anything from a primary whose epoch is lower than its
-// own. It serves one link at a time; a new link from a primary with an
-// equal or higher epoch replaces the old one.
+// primary's writes, several at a time but those on overlapping ranges in
+// the order received, acknowledges a write only after its local WriteAt
+// returned (and a FUA write or a FLUSH only after a local Flush, a FLUSH
+// only once every write received before it was written), and refuses
+// anything from a primary whose epoch is lower than its own. It serves one
+// link at a time; a new link from a primary with an equal or higher epoch
+// replaces the old one.
 type Secondary struct {
 	cfg   SecondaryConfig
 	local nbd.Backend
 	size  int64
 	meta  *metaStore
 	epoch atomic.Uint64
+	// applyMu is read-held while a request takes effect on the local disk
+	// (after checking its epoch), and write-held by SetEpoch while raising
+	// the epoch: once SetEpoch returns, no request from a lower epoch is
+	// being applied or will be.
+	applyMu sync.RWMutex
 
 	mu      sync.Mutex
 	active  *secLink
@@ -56,9 +80,59 @@ type Secondary struct {
 type secLink struct {
 	conn  net.Conn
 	epoch uint64
-	wmu   sync.Mutex // serializes frames written to conn
-	done  chan struct{}
-	async sync.WaitGroup
+	out   *frameWriter
+	done  chan struct{} // closed when the link has stopped writing to the disk
+
+	// The reader hands requests to secWorkers workers; order makes those
+	// on overlapping ranges take effect in the order received.
+	order   rangeTracker
+	work    chan *secOp
+	workers sync.WaitGroup
+	budget  byteBudget
+	failMu  sync.Mutex
+	failErr error // why a worker ended the link, if one did
+
+	// writing counts the WRITEs dispatched and not yet written locally.
+	// While it is not zero, more ACKs are about to follow, so an ACK is
+	// queued (frameWriter.hold) and the last WRITE to finish sends them
+	// all.
+	writing atomic.Int32
+}
+
+// secOp is a request handed to a worker.
+type secOp struct {
+	f     *frame
+	op    *rangeOp        // WRITE/TRIM/ZERO: ended once applied locally
+	waits []chan struct{} // what must take effect first
+}
+
+// byteBudget bounds the payload bytes held by a link.
+type byteBudget struct {
+	mu   sync.Mutex
+	cond sync.Cond
+	used int
+}
+
+// acquire waits until n more bytes fit, or nothing is held.
+func (b *byteBudget) acquire(n int) {
+	b.mu.Lock()
+	if b.cond.L == nil {
+		b.cond.L = &b.mu
+	}
+	for b.used > 0 && b.used+n > secBufferBytes {
+		b.cond.Wait()
+	}
+	b.used += n
+	b.mu.Unlock()
+}
+
+func (b *byteBudget) release(n int) {
+	b.mu.Lock()
+	b.used -= n
+	if b.cond.L != nil {
+		b.cond.Broadcast()
+	}
+	b.mu.Unlock()
 }
 
 // NewSecondary returns a Secondary for the disk in cfg. It loads the disk's
@@ -97,7 +171,11 @@ func (s *Secondary) SetEpoch(epoch uint64) error {
 	if err := s.meta.update(func(m *Meta) { m.Epoch = max(m.Epoch, epoch) }); err != nil {
 		return err
 	}
-	s.epoch.Store(epoch)
+	s.applyMu.Lock()
+	if epoch > s.epoch.Load() {
+		s.epoch.Store(epoch)
+	}
+	s.applyMu.Unlock()
 	return nil
 }
 
@@ -149,8 +227,21 @@ func (s *Secondary) Serve(ctx context.Context, conn net.Conn) error {
 	if err != nil {
 		return err
 	}
+	l.work = make(chan *secOp)
+	for range secWorkers {
+		l.workers.Go(func() {
+			for op := range l.work {
+				s.run(l, op)
+			}
+		})
+	}
 	defer func() {
-		l.async.Wait()
+		// Finish every request already received, so that a new link
+		// never races with this one's writes; their ACKs still go out
+		// if the peer is listening.
+		_ = conn.SetWriteDeadline(time.Now().Add(closeWriteTimeout))
+		close(l.work)
+		l.workers.Wait()
 		s.mu.Lock()
 		if s.active == l {
 			s.active = nil
@@ -160,12 +251,20 @@ func (s *Secondary) Serve(ctx context.Context, conn net.Conn) error {
 		s.mu.Unlock()
 		close(l.done)
 	}()
+	rd := bufio.NewReaderSize(conn, linkBufSize)
+	alloc := func(n int) []byte {
+		l.budget.acquire(n)
+		return getPayload(n)
+	}
 	for {
-		f, err := readFrame(conn)
+		f, err := readFrameWith(rd, alloc)
 		if err != nil {
+			if ferr := l.failure(); ferr != nil {
+				return fmt.Errorf("repl: secondary %s: %w", s.cfg.DiskID, ferr)
+			}
 			return fmt.Errorf("repl: secondary %s: read: %w", s.cfg.DiskID, err)
 		}
-		if err := s.apply(l, f); err != nil {
+		if err := s.dispatch(l, f); err != nil {
 			return fmt.Errorf("repl: secondary %s: %w", s.cfg.DiskID, err)
 		}
 	}
@@ -207,7 +306,7 @@ func (s *Secondary) handshake(conn net.Conn) (*secLink, error) {
 		return refuse(codeIO, err)
 	}
 
-	l := &secLink{conn: conn, epoch: h.epoch, done: make(chan struct{})}
+	l := &secLink{conn: conn, epoch: h.epoch, out: newFrameWriter(conn), done: make(chan struct{})}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -261,12 +360,25 @@ func (l *secLink) ack(seq uint64, code uint32, msg string) {
 	if len(msg) > maxMsgLen {
 		msg = msg[:maxMsgLen]
 	}
-	l.wmu.Lock()
-	err := writeFrame(l.conn, &frame{typ: msgAck, seq: seq, code: code, payload: []byte(msg)})
-	l.wmu.Unlock()
-	if err != nil {
+	if err := l.out.send(&frame{typ: msgAck, seq: seq, code: code, payload: []byte(msg)}); err != nil {
 		_ = l.conn.Close()
 	}
+}
+
+// fail ends the link from a worker, recording why for Serve.
+func (l *secLink) fail(err error) {
+	l.failMu.Lock()
+	if l.failErr == nil {
+		l.failErr = err
+	}
+	l.failMu.Unlock()
+	_ = l.conn.Close()
+}
+
+func (l *secLink) failure() error {
+	l.failMu.Lock()
+	defer l.failMu.Unlock()
+	return l.failErr
 }
 
 // ackErr acknowledges seq with err, or with success if err is nil.
@@ -278,11 +390,14 @@ func (l *secLink) ackErr(seq uint64, err error) {
 	l.ack(seq, codeOK, "")
 }
 
-// apply executes one frame. Writes, trims and zeroes are applied in the
-// order received, in the reader goroutine, so overlapping requests land in
-// the primary's order; only the flushes that precede an ACK run
-// concurrently. A returned error ends the link.
-func (s *Secondary) apply(l *secLink, f *frame) error {
+// dispatch checks one frame in the reader and hands it to the workers, or
+// executes it at once if it is a SYNCSTART or SYNCDONE. WRITE, TRIM and
+// ZERO requests are ordered by range: each waits for the requests received
+// before it that overlap it. A FLUSH waits for every request received
+// before it, so it covers them all, not only the acknowledged ones.
+// SYNCSTART and SYNCDONE wait for every request received before them and
+// hold back those received after. A returned error ends the link.
+func (s *Secondary) dispatch(l *secLink, f *frame) error {
 	if f.epoch != l.epoch {
 		l.ack(f.seq, codeInvalid, "epoch changed on the link")
 		return fmt.Errorf("%w: frame epoch %d on a link at epoch %d", errBadFrame, f.epoch, l.epoch)
@@ -297,45 +412,109 @@ func (s *Secondary) apply(l *secLink, f *frame) error {
 			l.ack(f.seq, codeInvalid, err.Error())
 			return err
 		}
+		op, waits := l.order.begin(int64(f.off), int64(f.length))
+		if f.typ == msgWrite {
+			l.writing.Add(1)
+		}
+		l.work <- &secOp{f: f, op: op, waits: waits}
+	case msgFlush:
+		l.work <- &secOp{f: f, waits: l.order.barrier()}
+	case msgSyncStart, msgSyncDone:
+		waitAll(l.order.barrier())
+		return s.control(l, f)
+	default:
+		l.ack(f.seq, codeInvalid, "unexpected frame")
+		return fmt.Errorf("%w: unexpected type %d", errBadFrame, f.typ)
 	}
+	return nil
+}
+
+// run executes one request in a worker, once what it waits for took
+// effect, and acknowledges it. The epoch is checked again under applyMu
+// right before the request takes effect, so that a request that waited
+// while SetEpoch raised the epoch is refused, not applied.
+func (s *Secondary) run(l *secLink, op *secOp) {
+	waitAll(op.waits)
+	f := op.f
+	if f.typ == msgFlush {
+		l.ackErr(f.seq, s.local.Flush())
+		return
+	}
+	var err error
+	s.applyMu.RLock()
+	cur := s.epoch.Load()
+	stale := f.epoch < cur
+	if !stale {
+		err = s.applyData(f)
+	}
+	s.applyMu.RUnlock()
+	l.order.end(op.op)
+	write, fua := f.typ == msgWrite, f.flags&flagFUA != 0
+	if write {
+		l.budget.release(len(f.payload))
+		putPayload(f.payload)
+		f.payload = nil
+	}
+	held := write && !stale && err == nil && !fua
+	if held {
+		// Queued before the count drops, so that whoever brings it to
+		// zero sends this ACK too.
+		if herr := l.out.hold(&frame{typ: msgAck, seq: f.seq}); herr != nil {
+			_ = l.conn.Close()
+		}
+	}
+	if write {
+		if rerr := l.out.release(l.writing.Add(-1) == 0); rerr != nil {
+			_ = l.conn.Close()
+		}
+	}
+	switch {
+	case held:
+		return
+	case stale:
+		l.ack(f.seq, codeStaleEpoch, fmt.Sprintf("epoch %d < %d", f.epoch, cur))
+		l.fail(fmt.Errorf("%w: frame epoch %d < %d", ErrStaleEpoch, f.epoch, cur))
+		return
+	case err == nil && fua:
+		err = s.local.Flush()
+	}
+	l.ackErr(f.seq, err)
+}
+
+// applyData makes a WRITE, TRIM or ZERO take effect on the local disk.
+func (s *Secondary) applyData(f *frame) error {
 	off, length := int64(f.off), int64(f.length)
+	var err error
 	switch f.typ {
 	case msgWrite:
-		if _, err := s.local.WriteAt(f.payload, off); err != nil {
-			l.ackErr(f.seq, err)
-			return nil
-		}
-		if f.flags&flagResync != 0 {
-			s.mu.Lock()
-			s.synced += length
-			s.mu.Unlock()
-		}
-		if f.flags&flagFUA != 0 {
-			l.async.Go(func() { l.ackErr(f.seq, s.local.Flush()) })
-			return nil
-		}
-		l.ack(f.seq, codeOK, "")
+		_, err = s.local.WriteAt(f.payload, off)
 	case msgTrim:
-		var err error
 		if t, ok := s.local.(nbd.Trimmer); ok {
 			err = t.Trim(off, length)
 		}
-		l.ackErr(f.seq, err)
 	case msgZero:
-		var err error
 		if z, ok := s.local.(nbd.ZeroWriter); ok {
 			err = z.WriteZeroes(off, length, f.flags&flagMayTrim != 0)
 		} else {
 			err = writeZeroes(s.local, off, length)
 		}
-		if err == nil && f.flags&flagResync != 0 {
-			s.mu.Lock()
-			s.synced += length
-			s.mu.Unlock()
-		}
-		l.ackErr(f.seq, err)
-	case msgFlush:
-		l.async.Go(func() { l.ackErr(f.seq, s.local.Flush()) })
+	}
+	if err == nil && f.flags&flagResync != 0 {
+		s.addSynced(length)
+	}
+	return err
+}
+
+func (s *Secondary) addSynced(n int64) {
+	s.mu.Lock()
+	s.synced += n
+	s.mu.Unlock()
+}
+
+// control executes a SYNCSTART or SYNCDONE, in the reader, once every
+// request received before it took effect.
+func (s *Secondary) control(l *secLink, f *frame) error {
+	switch f.typ {
 	case msgSyncStart:
 		if len(f.payload) != 16 {
 			l.ack(f.seq, codeInvalid, "bad SYNCSTART")
@@ -380,9 +559,6 @@ func (s *Secondary) apply(l *secLink, f *frame) error {
 			s.mu.Unlock()
 		}
 		l.ackErr(f.seq, err)
-	default:
-		l.ack(f.seq, codeInvalid, "unexpected frame")
-		return fmt.Errorf("%w: unexpected type %d", errBadFrame, f.typ)
 	}
 	return nil
 }
