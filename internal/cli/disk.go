@@ -147,9 +147,9 @@ func replicaState(in *api.Instance) string {
 	if diskUnreplicated(in) != "" {
 		return ""
 	}
-	s := "up to date"
+	s := "up to date (protected: it can take over if this host dies)"
 	if in.Status.ReplicaOutdated {
-		s = "outdated (may lack writes; never promoted)"
+		s = "outdated: UNPROTECTED until it is synced (it may lack writes, so it is never promoted)"
 	}
 	switch n := in.Status.ReplicaResets; n {
 	case 0:

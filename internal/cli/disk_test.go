@@ -35,7 +35,7 @@ func disk(state, reason string, sync *api.DiskSync) *api.DiskStatus {
 
 func TestDiskFormatting(t *testing.T) {
 	t.Parallel()
-	const outdated = "outdated (may lack writes; never promoted)"
+	const outdated = "outdated: UNPROTECTED until it is synced (it may lack writes, so it is never promoted)"
 	withDisk := func(d *api.DiskStatus, inSync bool) *api.Instance {
 		return replicated(func(s *api.InstanceStatus) { s.Disk, s.ReplicaOutdated = d, !inSync })
 	}
@@ -81,13 +81,13 @@ func TestDiskFormatting(t *testing.T) {
 			name:    "UpToDate",
 			in:      withDisk(disk(api.DiskUpToDate, "", nil), true),
 			show:    "UpToDate (epoch 3)",
-			replica: "up to date", column: "UpToDate", synced: true,
+			replica: "up to date (protected: it can take over if this host dies)", column: "UpToDate", synced: true,
 		},
 		{
 			name:    "UpToDate after a resync",
 			in:      withDisk(disk(api.DiskUpToDate, "", &api.DiskSync{TotalBytes: 300 << 20, DoneBytes: 300 << 20, SentBytes: 10695475, Done: true}), true),
 			show:    "UpToDate (epoch 3); last resync sent 10.2M",
-			replica: "up to date", column: "UpToDate", synced: true,
+			replica: "up to date (protected: it can take over if this host dies)", column: "UpToDate", synced: true,
 		},
 		{
 			name:    "UpToDate, replica still marked outdated",
@@ -135,7 +135,7 @@ func TestDiskFormatting(t *testing.T) {
 			name:    "Frozen",
 			in:      withDisk(disk(api.DiskFrozen, "replica lost; asking the control plane to outdate it", nil), true),
 			show:    "Frozen: replica lost; asking the control plane to outdate it",
-			replica: "up to date", column: "Frozen",
+			replica: "up to date (protected: it can take over if this host dies)", column: "Frozen",
 		},
 		{
 			name: "Diverged",

@@ -260,7 +260,7 @@ func TestInstanceCommands(t *testing.T) {
 				detail("Storage", "local"), detail("Probe", "http:80,8080/healthz"), detail("Restart policy", "on-failure"),
 				strings.TrimSuffix(detail("Serving", "yes, since "), "\n"), "(1h50m ago)\n", detail("Boots", "3"),
 				detail("Replica host", "n2") + detail("Disk replication", "Syncing 42% (174M of 300M left, 31M/s, about 6s left)") +
-					detail("Replica", "outdated (may lack writes; never promoted)") + detail("Network", "lan"),
+					detail("Replica", "outdated: UNPROTECTED until it is synced (it may lack writes, so it is never promoted)") + detail("Network", "lan"),
 			},
 		},
 		{
