@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -76,6 +78,29 @@ func newDriver(ctx context.Context, name, accel string, log *slog.Logger) (vmm.D
 	return nil, fmt.Errorf("--driver: %q is not a known driver (available: qemu, fake)", name)
 }
 
+// newGuardCmd is the VM guard the agent starts (hidden: not for users).
+func newGuardCmd(g *cli.Globals) *cobra.Command {
+	var stateDir string
+	var stale time.Duration
+	cmd := &cobra.Command{
+		Use:    "vm-guard",
+		Short:  "Kill this host's VMs when its agent has been gone too long (started by the agent)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log := g.Logger(cmd.ErrOrStderr()).With("component", "vm-guard")
+			d, err := qemu.New(cmd.Context(), qemu.Config{Accel: qemu.AccelTCG, Logger: log})
+			if err != nil {
+				return err
+			}
+			return agent.RunGuard(cmd.Context(), stateDir, stale, d.Sweep, log)
+		},
+	}
+	cmd.Flags().StringVar(&stateDir, "state-dir", "", "the agent's state directory")
+	cmd.Flags().DurationVar(&stale, "stale-after", agent.DefaultFenceAfter, "kill the VMs once the agent has not been seen for this long")
+	return cmd
+}
+
 func newAgentCmd(g *cli.Globals) *cobra.Command {
 	var (
 		cfg          agent.Config
@@ -111,6 +136,22 @@ used from then on.`,
 				return err
 			}
 			cfg.Driver, cfg.Logger, cfg.Version = d, log, version
+			if _, ok := d.(*qemu.Driver); ok && cfg.FenceAfter >= 0 {
+				// VMs outlive the agent; the guard kills them if it stays away.
+				self, err := os.Executable()
+				if err != nil {
+					return fmt.Errorf("vm guard: %w", err)
+				}
+				stateDir, err := filepath.Abs(cfg.StateDir)
+				if err != nil {
+					return fmt.Errorf("--state-dir: %w", err)
+				}
+				fence := cfg.FenceAfter
+				if fence == 0 {
+					fence = agent.DefaultFenceAfter
+				}
+				cfg.Guard = []string{self, "vm-guard", "--state-dir", stateDir, "--stale-after", fence.String(), "--log-format", string(g.LogFormat)}
+			}
 			a, err := agent.New(cfg)
 			if err != nil {
 				return err

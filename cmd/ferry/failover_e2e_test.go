@@ -136,3 +136,45 @@ func TestNoFalseFailover(t *testing.T) {
 		t.Fatalf("after a 1.5 s link outage: boots %d -> %d, node %s -> %s", in.Status.Boots, got.Status.Boots, in.Status.Node, got.Status.Node)
 	}
 }
+
+// TestAgentDeathKillsItsVMs kills -9 the primary's agent alone: its QEMU
+// survives the agent on purpose (a quick restart must not reboot the
+// guest), but the control plane fails the instance over once the lease
+// expires, so the VM guard must kill the old QEMU before that: the
+// instance never runs on two hosts.
+func TestAgentDeathKillsItsVMs(t *testing.T) {
+	c := startVMs(t, 2)
+	ctx := context.Background()
+	must(t, c.UploadImage(ctx, "demo", buildDemo(t)))
+	in, err := c.ProtectedInstance(ctx, "solo-1")
+	must(t, err)
+	h, err := c.HostOf(in.Status.Node)
+	must(t, err)
+	if qemuProcesses(t, h) != 1 {
+		t.Fatalf("%d QEMU processes on %s before the test, want 1", qemuProcesses(t, h), in.Status.Node)
+	}
+	killed := time.Now()
+	c.Agent(in.Status.Node).Kill()
+	must(t, c.Wait(ctx, 10*time.Second, "the guard to kill the orphaned QEMU", func() bool { return qemuProcesses(t, h) == 0 }))
+	took := time.Since(killed)
+	t.Logf("QEMU killed %s after its agent died", took.Round(10*time.Millisecond))
+	// The fence deadline is 2 s; the lease (3 s) must not expire first.
+	if took > 3*time.Second {
+		t.Fatalf("the orphaned QEMU ran %s after its agent died: longer than the lease", took)
+	}
+	// The lease expires and the instance fails over to its replica.
+	must(t, c.Wait(ctx, time.Minute, "solo-1 failed over", func() bool {
+		got, err := c.Client.GetInstance(ctx, "solo-1")
+		return err == nil && got.Status.Node != in.Status.Node && got.Status.Node != ""
+	}))
+	// Serving there (unprotected: its only other host is the one whose
+	// agent is dead).
+	var got *api.Instance
+	must(t, c.Wait(ctx, 2*time.Minute, "solo-1 serving on its new host", func() bool {
+		got, err = c.Client.GetInstance(ctx, "solo-1")
+		return err == nil && got.Status.Serving && got.Status.Operation == ""
+	}))
+	if got.Status.Node == in.Status.Node || qemuProcesses(t, h) != 0 {
+		t.Fatalf("after the failover: on %s, %d QEMU left on the dead agent's host", got.Status.Node, qemuProcesses(t, h))
+	}
+}

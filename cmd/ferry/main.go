@@ -19,7 +19,7 @@ func main() {
 	defer stop()
 	g := &cli.Globals{}
 	root := cli.NewRoot(cli.RootOptions{Version: version, Globals: g})
-	root.AddCommand(newServerCmd(g), newAgentCmd(g), newDevCmd(g))
+	root.AddCommand(newServerCmd(g), newAgentCmd(g), newDevCmd(g), newGuardCmd(g))
 	if err := root.ExecuteContext(ctx); err != nil {
 		os.Exit(1)
 	}

@@ -77,6 +77,8 @@ type Agent struct {
 	started atomic.Bool
 	// session numbers the assignment stream's connections.
 	session atomic.Uint64
+	// guardCmd starts the VM guard (see guard.go); nil: no guard.
+	guardCmd []string
 	// fenceAfter is how long without an acknowledged heartbeat before the
 	// agent kills its VMs (see fence.go); 0 disables self-fencing.
 	fenceAfter time.Duration
@@ -160,6 +162,7 @@ func New(cfg Config) (*Agent, error) {
 		disks:      make(map[string]*replDisk),
 		diskTune:   defaultDiskTuning,
 		fenceAfter: cfg.FenceAfter,
+		guardCmd:   cfg.Guard,
 		bridge:     cfg.Bridge,
 		apiAddr:    cfg.APIAddr,
 		uplink:     cfg.Uplink,
@@ -272,6 +275,12 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	var loops sync.WaitGroup
 	startedAt := time.Now()
+	if len(a.guardCmd) > 0 {
+		a.touchAlive()
+		if err := a.startGuard(); err != nil {
+			return err
+		}
+	}
 	loops.Go(func() { a.heartbeatLoop(ctx, &http.Client{Transport: hbTransport}) })
 	loops.Go(func() { a.fenceLoop(ctx, startedAt) })
 	a.recoverVMs(ctx)

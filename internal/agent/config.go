@@ -85,6 +85,11 @@ type Config struct {
 	// connection). Zero means DefaultFenceAfter; negative disables it,
 	// which makes failover unsafe.
 	FenceAfter time.Duration
+	// Guard, if set, is the command that starts the VM guard (`ferry
+	// vm-guard ...`, see RunGuard): it kills this host's VMs when the agent
+	// has been gone longer than FenceAfter. Nil runs no guard (tests, the
+	// fake driver).
+	Guard []string
 }
 
 // DefaultFenceAfter is Config.FenceAfter's default: the node TTL's default

@@ -61,6 +61,9 @@ func (a *Agent) fenceLoop(ctx context.Context, startedAt time.Time) {
 			ref = startedAt.Add(a.fenceAfter)
 		}
 		age := time.Since(ref)
+		if !a.fenced.Load() && len(a.guardCmd) > 0 {
+			a.touchAlive()
+		}
 		switch fenced := a.fenced.Load(); {
 		case !fenced && age > a.fenceAfter:
 			a.fence(ctx, a.LastAck())
