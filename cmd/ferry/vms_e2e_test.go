@@ -3,11 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -200,31 +198,19 @@ func TestVMMoveWithSharedStorage(t *testing.T) {
 // killQEMU kills -9 every QEMU process in a host's namespace.
 func killQEMU(t *testing.T, h *testcluster.Host) {
 	t.Helper()
-	pids, err := h.Pids()
+	pids, err := e2e.QEMUPids(h)
 	must(t, err)
 	for _, pid := range pids {
-		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-		if strings.HasPrefix(string(comm), "qemu") {
-			must(t, syscall.Kill(pid, syscall.SIGKILL))
-		}
+		must(t, syscall.Kill(pid, syscall.SIGKILL))
 	}
 }
 
 // qemuProcesses counts QEMU processes in a host's namespace.
 func qemuProcesses(t *testing.T, h *testcluster.Host) int {
 	t.Helper()
-	pids, err := h.Pids()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, pid := range pids {
-		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-		if strings.HasPrefix(string(comm), "qemu") {
-			n++
-		}
-	}
-	return n
+	pids, err := e2e.QEMUPids(h)
+	must(t, err)
+	return len(pids)
 }
 
 // TestVMImageThatDoesNotBoot gives an instance an image whose kernel is

@@ -614,7 +614,7 @@ func (d *replDisk) reportLoop(ctx context.Context) {
 			continue
 		}
 		changed := last == nil || last.State != cur.State || last.Reason != cur.Reason || last.Epoch != cur.Epoch
-		progressed := last != nil && !changed && !sameSync(last.Sync, cur.Sync) && time.Since(lastAt) >= tune.reportEvery
+		progressed := last != nil && !changed && !last.Sync.Equal(cur.Sync) && time.Since(lastAt) >= tune.reportEvery
 		if changed || progressed {
 			rctx, cancel := context.WithTimeout(ctx, d.a.tune.reportTimeout)
 			err := doJSON(rctx, d.a.client, http.MethodPut, u, cur, nil)
@@ -637,11 +637,4 @@ func (d *replDisk) reportLoop(ctx context.Context) {
 			return
 		}
 	}
-}
-
-func sameSync(a, b *api.DiskSync) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	return *a == *b
 }

@@ -32,7 +32,12 @@ func (a *Agent) diskPath(inst *api.Instance) string {
 	if dir := inst.Spec.SharedPath(); dir != "" {
 		return filepath.Join(dir, inst.Name+".img")
 	}
-	return filepath.Join(a.stateDir, "disks", inst.Name+".img")
+	return a.localDiskPath(inst.Name)
+}
+
+// localDiskPath is where an instance's disk lives on this host's own disk.
+func (a *Agent) localDiskPath(name string) string {
+	return filepath.Join(a.stateDir, "disks", name+".img")
 }
 
 // prepare makes everything a VM needs on this host before it boots: the

@@ -282,7 +282,7 @@ func (w *worker) reconcileReleased(ctx context.Context, gen uint64, why string, 
 	if err == nil {
 		local := ""
 		if gone {
-			local = filepath.Join(w.a.stateDir, "disks", w.name+".img")
+			local = w.a.localDiskPath(w.name)
 		}
 		err = w.a.closeDisk(w.name, local, gone)
 	}

@@ -259,6 +259,15 @@ type DiskSync struct {
 	Done           bool    `json:"done,omitempty"`
 }
 
+// Equal reports whether two resync descriptions (either may be nil) are
+// the same.
+func (s *DiskSync) Equal(o *DiskSync) bool {
+	if s == nil || o == nil {
+		return s == o
+	}
+	return *s == *o
+}
+
 // Percent returns how much of the resync is done, 0-100.
 func (s *DiskSync) Percent() float64 {
 	if s == nil || s.TotalBytes <= 0 {

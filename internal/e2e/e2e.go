@@ -295,18 +295,27 @@ func (c *Cluster) Get(ctx context.Context, ip string) (DemoAnswer, error) {
 func (c *Cluster) GetWithin(ctx context.Context, ip string, d time.Duration) (DemoAnswer, error) {
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
-	code, body, err := c.Hosts.HTTPGet(ctx, c.Hosts.ClientNS(), "http://"+ip+"/")
-	if err != nil {
+	var a DemoAnswer
+	if err := c.getJSON(ctx, "http://"+ip+"/", &a); err != nil {
 		return DemoAnswer{}, err
 	}
-	if code != http.StatusOK {
-		return DemoAnswer{}, fmt.Errorf("status %d", code)
-	}
-	var a DemoAnswer
-	if err := json.Unmarshal(body, &a); err != nil {
-		return DemoAnswer{}, fmt.Errorf("answer %q: %w", body, err)
-	}
 	return a, nil
+}
+
+// getJSON GETs url from the client namespace (or the root leg) and decodes
+// a 200 answer's JSON into out.
+func (c *Cluster) getJSON(ctx context.Context, url string, out any) error {
+	code, body, err := c.Hosts.HTTPGet(ctx, c.Hosts.ClientNS(), url)
+	if err != nil {
+		return err
+	}
+	if code != http.StatusOK {
+		return fmt.Errorf("status %d: %s", code, body)
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("answer %q: %w", body, err)
+	}
+	return nil
 }
 
 // FillAnswer is what the demo image's fill.cgi says about its file.
@@ -325,16 +334,9 @@ func (c *Cluster) Fill(ctx context.Context, ip string, mib int) (FillAnswer, err
 	if mib > 0 {
 		u += fmt.Sprintf("?mib=%d", mib)
 	}
-	code, body, err := c.Hosts.HTTPGet(ctx, c.Hosts.ClientNS(), u)
-	if err != nil {
-		return FillAnswer{}, err
-	}
 	var a FillAnswer
-	if code != http.StatusOK {
-		return a, fmt.Errorf("fill: status %d: %s", code, body)
-	}
-	if err := json.Unmarshal(body, &a); err != nil {
-		return a, fmt.Errorf("fill: answer %q: %w", body, err)
+	if err := c.getJSON(ctx, u, &a); err != nil {
+		return a, fmt.Errorf("fill: %w", err)
 	}
 	if a.Error != "" {
 		return a, fmt.Errorf("fill: %s", a.Error)

@@ -385,17 +385,25 @@ func (c *Cluster) killServerMidFailover(ctx context.Context, name string, faultA
 func (c *Cluster) hostsRunningQEMU() int {
 	n := 0
 	for _, h := range c.Hosts.Hosts() {
-		pids, err := h.Pids()
-		if err != nil {
-			continue
-		}
-		for _, pid := range pids {
-			comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-			if strings.HasPrefix(string(comm), "qemu") {
-				n++
-				break
-			}
+		if pids, err := QEMUPids(h); err == nil && len(pids) > 0 {
+			n++
 		}
 	}
 	return n
+}
+
+// QEMUPids returns the QEMU processes running in a host's namespace.
+func QEMUPids(h *testcluster.Host) ([]int, error) {
+	pids, err := h.Pids()
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, pid := range pids {
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if strings.HasPrefix(string(comm), "qemu") {
+			out = append(out, pid)
+		}
+	}
+	return out, nil
 }

@@ -149,13 +149,5 @@ func (s *Server) reportDisk(w http.ResponseWriter, r *http.Request) {
 
 // sameDisk reports whether two disk states differ only in their time.
 func sameDisk(a, b *api.DiskStatus) bool {
-	if a.State != b.State || a.Reason != b.Reason || a.Epoch != b.Epoch || a.DirtyBytes != b.DirtyBytes {
-		return false
-	}
-	switch {
-	case a.Sync == nil || b.Sync == nil:
-		return a.Sync == b.Sync
-	default:
-		return *a.Sync == *b.Sync
-	}
+	return a.State == b.State && a.Reason == b.Reason && a.Epoch == b.Epoch && a.DirtyBytes == b.DirtyBytes && a.Sync.Equal(b.Sync)
 }
