@@ -154,12 +154,15 @@ func (c *nbdClient) send(cmd uint16, off uint64, data []byte, length uint32) <-c
 	}
 	c.w.Write(data)
 	if err := c.w.Flush(); err != nil {
+		// Answer it here only if the reader has not already failed it
+		// (it empties pending when the connection dies): ch holds one.
 		c.mu.Lock()
-		if c.pending != nil {
-			delete(c.pending, h)
-		}
+		_, mine := c.pending[h]
+		delete(c.pending, h)
 		c.mu.Unlock()
-		ch <- err
+		if mine {
+			ch <- err
+		}
 	}
 	return ch
 }
