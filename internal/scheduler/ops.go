@@ -372,3 +372,34 @@ func asRefusal(err error, ref **RefusalError) bool {
 	}
 	return ok
 }
+
+// Secondary chooses a new secondary for instance name, keeping its
+// primary: the node that takes its replica with the lowest score, keeping
+// N+1 when any node can. It returns "" with a *RefusalError when no node
+// has room for the disk. The cluster is not changed.
+func (c *Cluster) Secondary(name string) (string, error) {
+	i, ok := c.byInst[name]
+	if !ok {
+		return "", fmt.Errorf("instance %q is not in the cluster", name)
+	}
+	in := &c.insts[i]
+	if in.p == none {
+		return "", fmt.Errorf("instance %q has no primary", name)
+	}
+	for _, keepN1 := range []bool{true, false} {
+		best, score := none, math.Inf(1)
+		for _, s := range c.all {
+			if s == in.p || s == in.s || !c.eligible(i, in.p, s) {
+				continue
+			}
+			sc, fits := c.try(i, in.p, s, keepN1)
+			if fits && sc < score {
+				best, score = s, sc
+			}
+		}
+		if best != none {
+			return c.nodeName(best), nil
+		}
+	}
+	return "", &RefusalError{Resource: "disk", Message: fmt.Sprintf("no other schedulable node has %s of disk free for the replica of %s", mib(in.size.DiskMiB), name)}
+}

@@ -420,3 +420,28 @@ func TestAllocateManyIsFast(t *testing.T) {
 		t.Fatalf("allocations broke N+1: %d", r.N1Failures)
 	}
 }
+
+func TestSecondaryPrefersN1Room(t *testing.T) {
+	// After a failover onto b, the new replica goes where b's instances
+	// can fail over: c has room, d would fail N+1.
+	s := Snapshot{
+		Nodes: []Node{node("b", 8, 32, 500), node("c", 8, 32, 500), node("d", 8, 12, 500)},
+		Instances: []Instance{
+			inst("moved", "b", "", 1, 8, 10),
+			inst("other", "d", "c", 1, 8, 10),
+		},
+	}
+	c, err := NewCluster(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Secondary("moved")
+	if err != nil || got != "c" {
+		t.Fatalf("Secondary = %q, %v; want c", got, err)
+	}
+	s.Nodes[1].Unschedulable = true // c cordoned: only d is left, beyond N+1
+	c, _ = NewCluster(s)
+	if got, err := c.Secondary("moved"); err != nil || got != "d" {
+		t.Fatalf("Secondary with c cordoned = %q, %v; want d", got, err)
+	}
+}
