@@ -86,7 +86,7 @@ type RebalanceOptions struct {
 	// MaxMoves stops the plan after that many moves (0: no limit).
 	MaxMoves int
 	// MinGain stops the plan when the best move improves the score by
-	// less than this; default 0.001.
+	// less than this; default 0.01.
 	MinGain float64
 }
 

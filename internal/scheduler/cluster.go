@@ -272,7 +272,9 @@ func (c *Cluster) figures(n *nodeState, cpu, mem, disk, resMem, resCPU int64) (m
 	m[metricReserve] = frac(float64(mem+resMem), n.capMem)
 	over = float64(mem) > n.capMem || float64(cpu) > n.capCPU || float64(disk) > n.capDisk
 	excess := math.Max(m[metricReserve]-1, frac(float64(cpu+resCPU), n.capCPU)-1)
-	if float64(mem+resMem) > n.capMem || float64(cpu+resCPU) > n.capCPU {
+	// A node that replicates nothing has nothing to take over: an
+	// over-allocated one counts as over, not as failing N+1.
+	if (resMem > 0 && float64(mem+resMem) > n.capMem) || (resCPU > 0 && float64(cpu+resCPU) > n.capCPU) {
 		n1 = 1 + math.Max(excess, 0)
 	}
 	return m, n1, over

@@ -2,8 +2,10 @@ package scheduler
 
 import (
 	"container/heap"
+	"errors"
 	"fmt"
 	"math"
+	"sync"
 )
 
 // Search breadth. Up to exhaustiveNodes nodes every pair of nodes is tried;
@@ -298,15 +300,21 @@ func (c *Cluster) refusal(i int32) *RefusalError {
 			bestDisk, diskNode = f, n.name
 		}
 	}
+	most := func(node, unit string) string {
+		if node == "" {
+			return "every schedulable node is full"
+		}
+		return fmt.Sprintf("the most is %s (on %s)", unit, node)
+	}
 	switch {
 	case sched == 0:
 		return &RefusalError{Resource: "nodes", Message: "no node is online and schedulable"}
 	case float64(need.MemMiB) > bestMem:
-		return &RefusalError{Resource: "memory", Message: fmt.Sprintf("no node has %s of memory free while keeping N+1; the most is %s (on %s)", mib(need.MemMiB), mib(int64(max(bestMem, 0))), orDash(memNode))}
+		return &RefusalError{Resource: "memory", Message: fmt.Sprintf("no node has %s of memory free while keeping N+1; %s", mib(need.MemMiB), most(memNode, mib(int64(bestMem))))}
 	case float64(need.CPUs) > bestCPU:
-		return &RefusalError{Resource: "cpu", Message: fmt.Sprintf("no node has %d CPUs free while keeping N+1 (overcommit %.1fx); the most is %.0f (on %s)", need.CPUs, c.pol.CPURatio, max(bestCPU, 0), orDash(cpuNode))}
+		return &RefusalError{Resource: "cpu", Message: fmt.Sprintf("no node has %d CPUs free while keeping N+1 (overcommit %.1fx); %s", need.CPUs, c.pol.CPURatio, most(cpuNode, fmt.Sprintf("%.0f", bestCPU)))}
 	case !in.shared && float64(need.DiskMiB) > bestDisk:
-		return &RefusalError{Resource: "disk", Message: fmt.Sprintf("no node has %s of disk free; the most is %s (on %s)", mib(need.DiskMiB), mib(int64(max(bestDisk, 0))), orDash(diskNode))}
+		return &RefusalError{Resource: "disk", Message: fmt.Sprintf("no node has %s of disk free; %s", mib(need.DiskMiB), most(diskNode, mib(int64(bestDisk))))}
 	case c.wantsSecondary(i):
 		return &RefusalError{Resource: "memory", Message: fmt.Sprintf("no pair of nodes can take %s of memory as primary and its failover as secondary while keeping N+1 (placement rules: different nodes%s)", mib(need.MemMiB), c.spreadRule())}
 	}
@@ -329,19 +337,53 @@ func (c *Cluster) groupName(g int32) string {
 	return "-"
 }
 
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
 // Capacity counts how many more instances of size fit while keeping N+1,
-// by placing them one by one as Allocate would.
+// by placing them one by one as Allocate would. The order of placements
+// decides how well they pack, so it packs once with the policy's weights
+// and again with each resource's spread weighed heavier (the resource that
+// runs out first is the one worth balancing), and reports the best: a
+// count some sequence of real allocations reaches.
 func Capacity(s Snapshot, size Resources) (CapacityReport, error) {
 	if size.CPUs <= 0 && size.MemMiB <= 0 && size.DiskMiB <= 0 {
 		return CapacityReport{}, fmt.Errorf("size: give at least one of cpus, memory and disk greater than zero")
 	}
+	base := withDefaults(s.Policy).Weights
+	variants := []Weights{base}
+	for _, f := range []func(*Weights){
+		func(w *Weights) { w.Disk *= 3 },
+		func(w *Weights) { w.Disk *= 9 },
+		func(w *Weights) { w.Disk *= 30 },
+		func(w *Weights) { w.Mem *= 3; w.Reserve *= 3 },
+		func(w *Weights) { w.Disk *= 3; w.Mem *= 3; w.Reserve *= 3 },
+		func(w *Weights) { w.CPU *= 3 },
+	} {
+		w := base
+		f(&w)
+		variants = append(variants, w)
+	}
+	// The packings are independent: run them side by side.
+	reports := make([]CapacityReport, len(variants))
+	errs := make([]error, len(variants))
+	var wg sync.WaitGroup
+	for k, w := range variants {
+		v := s
+		v.Policy.Weights = w
+		wg.Go(func() { reports[k], errs[k] = capacityOnce(v, size) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return CapacityReport{}, err
+	}
+	best := reports[0]
+	for _, r := range reports[1:] {
+		if r.Fit > best.Fit {
+			best = r
+		}
+	}
+	return best, nil
+}
+
+func capacityOnce(s Snapshot, size Resources) (CapacityReport, error) {
 	c, err := NewCluster(s)
 	if err != nil {
 		return CapacityReport{}, err
@@ -402,4 +444,27 @@ func (c *Cluster) Secondary(name string) (string, error) {
 		}
 	}
 	return "", &RefusalError{Resource: "disk", Message: fmt.Sprintf("no other schedulable node has %s of disk free for the replica of %s", mib(in.size.DiskMiB), name)}
+}
+
+// Place puts instance name on primary and secondary ("" for none) as
+// decided elsewhere (a failover, a move the caller made), so that later
+// decisions on this Cluster see it. It checks only that the nodes exist.
+func (c *Cluster) Place(name, primary, secondary string) error {
+	i, ok := c.byInst[name]
+	if !ok {
+		return fmt.Errorf("instance %q is not in the cluster", name)
+	}
+	p, err := c.nodeRef(name, "primary", primary)
+	if err != nil {
+		return err
+	}
+	s, err := c.nodeRef(name, "secondary", secondary)
+	if err != nil {
+		return err
+	}
+	if p != none && p == s {
+		return fmt.Errorf("instance %q: primary and secondary are both %s", name, primary)
+	}
+	c.move(i, p, s)
+	return nil
 }

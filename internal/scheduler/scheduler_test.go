@@ -306,7 +306,11 @@ func checkSums(t interface {
 func TestPropertyRebalanceNeverWorse(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		rng := rand.New(rand.NewPCG(rapid.Uint64().Draw(t, "seed"), 1))
-		n := rapid.IntRange(2, 50).Draw(t, "nodes")
+		maxNodes := 50
+		if raceEnabled {
+			maxNodes = 12 // the same code, a slower machine
+		}
+		n := rapid.IntRange(2, maxNodes).Draw(t, "nodes")
 		s := genCluster(rng, n, rapid.IntRange(1, 8).Draw(t, "perNode"), rapid.Float64Range(0, 0.8).Draw(t, "skew"))
 		before, err := Check(s)
 		if err != nil {
@@ -358,8 +362,8 @@ func ref(c *Cluster, name string) int32 {
 func TestRebalanceFixesSkew(t *testing.T) {
 	for _, n := range []int{10, 30, 100, 1000} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
-			if n >= 1000 && testing.Short() {
-				t.Skip("large cluster in -short mode")
+			if n >= 1000 && testing.Short() || n >= 100 && raceEnabled {
+				t.Skip("large cluster in -short mode or under the race detector (bench/placement measures it)")
 			}
 			s := genCluster(rand.New(rand.NewPCG(uint64(n), 7)), n, 8, 0.6)
 			before, _ := Check(s)
@@ -397,8 +401,8 @@ func TestCapacityCountsAndNamesTheLimit(t *testing.T) {
 }
 
 func TestAllocateManyIsFast(t *testing.T) {
-	if testing.Short() {
-		t.Skip("100,000 allocations in -short mode")
+	if testing.Short() || raceEnabled {
+		t.Skip("100,000 allocations in -short mode or under the race detector (bench/placement measures it)")
 	}
 	var s Snapshot
 	for i := 0; i < 10000; i++ {
@@ -443,5 +447,56 @@ func TestSecondaryPrefersN1Room(t *testing.T) {
 	c, _ = NewCluster(s)
 	if got, err := c.Secondary("moved"); err != nil || got != "d" {
 		t.Fatalf("Secondary with c cordoned = %q, %v; want d", got, err)
+	}
+}
+
+func TestOverAllocatedIsNotN1(t *testing.T) {
+	s := Snapshot{Nodes: []Node{node("a", 8, 4, 500), node("b", 8, 32, 500)},
+		Instances: []Instance{inst("big", "a", "", 1, 8, 10)}}
+	r, err := Check(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Nodes[0].Over || r.Nodes[0].N1Fail || r.N1Failures != 0 {
+		t.Fatalf("want a over-allocated and not failing N+1: %+v", r.Nodes[0])
+	}
+	full := Snapshot{Nodes: []Node{node("a", 8, 0, 500)}}
+	_, err = Allocate(full, inst("x", "", "", 1, 1, 1), AllocateOptions{})
+	if err == nil || !strings.Contains(err.Error(), "every schedulable node is full") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestPlaceThenSecondarySpreads(t *testing.T) {
+	// Two instances leave dead host a for b: their new replicas should not
+	// both land on c when d has as much room.
+	s := Snapshot{
+		Nodes: []Node{{Name: "a", Offline: true, Capacity: Resources{CPUs: 8, MemMiB: 32 << 10, DiskMiB: 500 << 10}},
+			node("b", 8, 32, 500), node("c", 8, 32, 500), node("d", 8, 32, 500)},
+		Instances: []Instance{inst("x", "a", "b", 1, 8, 10), inst("y", "a", "b", 1, 8, 10)},
+	}
+	c, err := NewCluster(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, name := range []string{"x", "y"} {
+		if err := c.Place(name, "b", ""); err != nil {
+			t.Fatal(err)
+		}
+		sec, err := c.Secondary(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Place(name, "b", sec); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, sec)
+	}
+	if got[0] == got[1] {
+		t.Fatalf("both replicas on %s", got[0])
+	}
+	if err := c.Place("x", "b", "b"); err == nil {
+		t.Fatal("same primary and secondary accepted")
 	}
 }
