@@ -64,6 +64,8 @@ start it creates the cluster CA and an admin API token, printed once.`,
 	f.StringSliceVar(&cfg.Hosts, "host", nil, "extra DNS names or IPs for the server certificate (repeatable)")
 	f.StringVar(&cfg.AdminTokenFile, "admin-token-file", "", "also write the admin token to this file (mode 0600) on first start")
 	f.StringVar(&cfg.ID, "id", "", "this server's name in leader election (default hostname+listen)")
+	f.Float64Var(&cfg.CPURatio, "cpu-overcommit", 4, "virtual CPUs the scheduler places per physical CPU of a node")
+	f.StringVar(&cfg.SpreadLabel, "spread-label", "", "node label whose values are failure domains (e.g. rack): an instance's replica goes to a node with another value (default: any other node)")
 	return cmd
 }
 

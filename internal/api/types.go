@@ -80,6 +80,10 @@ type InstanceSpec struct {
 	// HA says whether ferry fails the instance over to its replica host
 	// when its host dies. Default (nil) is on.
 	HA *bool `json:"ha,omitempty"`
+	// Group is an anti-affinity group (a name, optional): the scheduler
+	// keeps instances of one group on different hosts, so that one host
+	// failing takes down at most one of them.
+	Group string `json:"group,omitempty"`
 }
 
 // HAEnabled reports whether the instance is failed over when its host dies.
@@ -344,8 +348,24 @@ type Node struct {
 
 // NodeSpec is what the operator declares about a node.
 type NodeSpec struct {
-	Unschedulable bool              `json:"unschedulable,omitempty"`
-	Labels        map[string]string `json:"labels,omitempty"`
+	Unschedulable bool `json:"unschedulable,omitempty"`
+	// Labels place the node in failure domains, such as rack=r1; the
+	// server's --spread-label names the one whose values keep an
+	// instance's primary and replica apart.
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// NodePatch is the body of PATCH /v1/nodes/{name}: a JSON merge patch of
+// the node's spec. Absent fields are left as they are.
+type NodePatch struct {
+	// Labels sets each key given a string and removes each key given null.
+	Labels map[string]*string `json:"labels,omitempty"`
+	// Unschedulable, when given, cordons (true) or uncordons (false) the
+	// node.
+	Unschedulable *bool `json:"unschedulable,omitempty"`
+	// ResourceVersion, when given, makes the patch apply only to the node
+	// as it was read at that version (409 otherwise).
+	ResourceVersion string `json:"resourceVersion,omitempty"`
 }
 
 // NodeStatus is what the agent reported and the control plane derived.

@@ -96,6 +96,11 @@ func (s *InstanceSpec) Validate(knownImage func(string) bool) error {
 	if strings.ContainsFunc(s.Owner, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 		return fieldErr("spec.owner", "must not contain control characters")
 	}
+	if s.Group != "" {
+		if err := ValidateName("spec.group", s.Group); err != nil {
+			return err
+		}
+	}
 	return s.validateIdentity()
 }
 

@@ -135,6 +135,9 @@ func TestInstanceSpecValidate(t *testing.T) {
 		{name: "owner with newline", change: func(s *api.InstanceSpec) { s.Owner = "a\nb" }, wantField: "spec.owner"},
 		{name: "owner with DEL", change: func(s *api.InstanceSpec) { s.Owner = "a\x7fb" }, wantField: "spec.owner"},
 		{name: "owner with NUL", change: func(s *api.InstanceSpec) { s.Owner = "a\x00" }, wantField: "spec.owner"},
+		{name: "group", change: func(s *api.InstanceSpec) { s.Group = "web-tier" }},
+		{name: "bad group", change: func(s *api.InstanceSpec) { s.Group = "Web_1" }, wantField: "spec.group"},
+		{name: "group too long", change: func(s *api.InstanceSpec) { s.Group = strings.Repeat("g", 64) }, wantField: "spec.group"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

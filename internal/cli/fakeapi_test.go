@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/ferrycluster/ferry/internal/api"
+	"github.com/ferrycluster/ferry/internal/clusterfile"
+	"github.com/ferrycluster/ferry/internal/scheduler"
 )
 
 const testToken = "t0ken"
@@ -71,6 +73,8 @@ type fakeAPI struct {
 	// operations are answered by GET /v1/operations, filtered and newest
 	// first as the server does.
 	operations []api.Operation
+	// cluster is what the /v1/cluster routes run the scheduler on.
+	cluster scheduler.Snapshot
 }
 
 func newFakeAPI() *fakeAPI {
@@ -434,6 +438,76 @@ func (f *fakeAPI) handler() http.Handler {
 		}
 		writeError(w, 404, "not_found", "", "operation %q not found", r.PathValue("name"))
 	})
+	mux.HandleFunc("PATCH /v1/nodes/{name}", func(w http.ResponseWriter, r *http.Request) {
+		n, ok := f.nodes[r.PathValue("name")]
+		if !ok {
+			writeError(w, 404, "not_found", "", "node %q not found", r.PathValue("name"))
+			return
+		}
+		var p api.NodePatch
+		if err := api.DecodeBytes([]byte(f.bodies[r.URL.Path]), &p); err != nil {
+			writeError(w, 400, "invalid", "", "%v", err)
+			return
+		}
+		if err := p.Validate(); err != nil {
+			var fe *api.FieldError
+			errors.As(err, &fe)
+			writeError(w, 400, "invalid", fe.Field, "%s", fe.Error())
+			return
+		}
+		if changed, _ := p.Apply(&n.Spec); changed {
+			f.rv++
+			n.ResourceVersion = strconv.Itoa(f.rv)
+		}
+		writeJSON(w, 200, n)
+	})
+	schedulerAnswer := func(w http.ResponseWriter, v any, err error) {
+		if err != nil {
+			writeError(w, 500, "internal", "", "scheduler: %v", err)
+			return
+		}
+		writeJSON(w, 200, v)
+	}
+	mux.HandleFunc("GET /v1/cluster/check", func(w http.ResponseWriter, r *http.Request) {
+		rep, err := scheduler.Check(f.cluster)
+		schedulerAnswer(w, rep, err)
+	})
+	mux.HandleFunc("GET /v1/cluster/capacity", func(w http.ResponseWriter, r *http.Request) {
+		size, err := api.ParseSize("size", r.URL.Query().Get("size"))
+		if err != nil {
+			var fe *api.FieldError
+			errors.As(err, &fe)
+			writeError(w, 400, "invalid", fe.Field, "%s", fe.Error())
+			return
+		}
+		rep, err := scheduler.Capacity(f.cluster, scheduler.Resources{CPUs: int64(size.CPUs), MemMiB: size.Memory.MiBCeil(), DiskMiB: size.Disk.MiBCeil()})
+		schedulerAnswer(w, rep, err)
+	})
+	mux.HandleFunc("GET /v1/cluster/rebalance", func(w http.ResponseWriter, r *http.Request) {
+		var opts scheduler.RebalanceOptions
+		if v := r.URL.Query().Get("maxMoves"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				writeError(w, 400, "invalid", "maxMoves", "must be a whole number from 0, got %q", v)
+				return
+			}
+			opts.MaxMoves = n
+		}
+		plan, err := scheduler.Rebalance(f.cluster, opts)
+		if plan.Moves == nil {
+			plan.Moves = []scheduler.Move{}
+		}
+		schedulerAnswer(w, plan, err)
+	})
+	mux.HandleFunc("GET /v1/cluster/snapshot", func(w http.ResponseWriter, r *http.Request) {
+		var buf bytes.Buffer
+		if err := clusterfile.WriteSnapshot(&buf, f.cluster); err != nil {
+			writeError(w, 500, "internal", "", "%v", err)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(buf.Bytes())
+	})
 	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
 		limit := 100
 		if r.URL.Query().Get("watch") == "true" {
@@ -477,7 +551,7 @@ func (f *fakeAPI) handler() http.Handler {
 			line += "?" + r.URL.RawQuery
 		}
 		f.requests = append(f.requests, line)
-		if r.Method == http.MethodPost || r.Method == http.MethodPut {
+		if r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch {
 			f.bodies[r.URL.Path] = string(body)
 		}
 		mux.ServeHTTP(w, r)

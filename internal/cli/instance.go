@@ -57,6 +57,7 @@ type createFlags struct {
 	probe   string
 	restart string
 	noHA    bool
+	group   string
 	waitFlags
 }
 
@@ -75,10 +76,13 @@ every host mounts, so the instance can start on any host (instance start --on).
 --probe says how ferry decides the guest is serving: tcp:22,80 (a connect to
 any port succeeds; the default) or http:80/healthz (GET answers 2xx or 3xx).
 --restart says what happens when the VM stops by itself: always (the default),
-on-failure (not after a clean poweroff) or never.`,
+on-failure (not after a clean poweroff) or never.
+--group names an anti-affinity group: the scheduler keeps the instances of one
+group on different hosts, so one host failing takes down at most one of them.`,
 		Example: `  ferry instance create web-1 --cpus 2 --memory 512M --disk 4G --image demo --wait
   ferry instance create web-2 --network lan --ip 10.77.0.20 --probe http:80/healthz --restart on-failure
-  ferry instance create db-1 --storage shared:/mnt/ferry --probe tcp:5432`,
+  ferry instance create db-1 --storage shared:/mnt/ferry --probe tcp:5432
+  ferry instance create web-3 --group web`,
 		Args: exactlyOneName("instance"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.runInstanceCreate(cmd, args[0], f)
@@ -98,6 +102,7 @@ on-failure (not after a clean poweroff) or never.`,
 	fl.StringVar(&f.probe, "probe", "", "serving check: tcp:PORT[,PORT...] or http:PORT[/PATH] (default tcp:22,80)")
 	fl.StringVar(&f.restart, "restart", "", "when the VM stops by itself: always, on-failure or never (default always)")
 	fl.BoolVar(&f.noHA, "no-ha", false, "do not fail the instance over to its replica's host when its host dies")
+	fl.StringVar(&f.group, "group", "", "anti-affinity group: instances of one group are kept on different hosts")
 	f.waitFlags.bind(cmd, "Running (Stopped with --stopped)")
 	return cmd
 }
@@ -120,6 +125,7 @@ func (f *createFlags) createRequest(name string) (api.CreateInstanceRequest, err
 			State:   api.DesiredRunning,
 			Network: f.network, IP: f.ip, MAC: f.mac, Storage: f.storage,
 			RestartPolicy: api.RestartPolicy(f.restart),
+			Group:         f.group,
 		},
 	}
 	if f.stopped {
@@ -167,6 +173,8 @@ func createFlagFor(field string) string {
 		return "--storage"
 	case "spec.restartPolicy":
 		return "--restart"
+	case "spec.group":
+		return "--group"
 	case "on":
 		return "--on"
 	}
@@ -360,6 +368,7 @@ func (a *app) printInstance(in *api.Instance) error {
 		ha = "off (--no-ha): waits for its host to return"
 	}
 	d.add("HA", ha)
+	d.add("Group", in.Spec.Group)
 	d.add("Message", in.Status.Message)
 	d.add("Last error", in.Status.LastError)
 	d.add("UID", in.UID)

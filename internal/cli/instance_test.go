@@ -18,7 +18,7 @@ func seed(f *fakeAPI) {
 	f.addInstance(api.Instance{
 		Meta: api.Meta{Name: "web-1", UID: "u-web", CreatedAt: testNow.Add(-3 * time.Hour)},
 		Spec: api.InstanceSpec{
-			CPUs: 2, Memory: 512 << 20, Disk: 4 << 30, Image: "demo", State: api.DesiredRunning, Owner: "acme",
+			CPUs: 2, Memory: 512 << 20, Disk: 4 << 30, Image: "demo", State: api.DesiredRunning, Owner: "acme", Group: "web",
 			Network: "lan", IP: "10.77.0.20", MAC: "0e:f0:00:12:34:56",
 			Probe: &api.Probe{Type: "http", Ports: []int{80, 8080}, Path: "/healthz"}, RestartPolicy: api.RestartOnFailure,
 		},
@@ -197,6 +197,18 @@ func TestInstanceCommands(t *testing.T) {
 			wantReqs: []string{},
 		},
 		{
+			name:     "create --group",
+			args:     []string{"instance", "create", "web-2", "--group", "web"},
+			wantOut:  []string{`instance "web-2" created (Pending)`},
+			wantBody: `{"name":"web-2","spec":{"cpus":1,"memory":268435456,"disk":1073741824,"image":"demo","state":"running","group":"web"}}`,
+		},
+		{
+			name:     "create bad --group",
+			args:     []string{"instance", "create", "web-2", "--group", "Web_1"},
+			wantErr:  `--group: "Web_1" is not a valid name`,
+			wantReqs: []string{},
+		},
+		{
 			name:     "create bad --network",
 			args:     []string{"instance", "create", "web-2", "--network", "LAN"},
 			wantErr:  `--network: "LAN" is not a valid name`,
@@ -257,7 +269,7 @@ func TestInstanceCommands(t *testing.T) {
 			args: []string{"instance", "show", "web-1"},
 			wantOut: []string{
 				detail("Network", "lan"), detail("IP", "10.77.0.20"), detail("MAC", "0e:f0:00:12:34:56"),
-				detail("Storage", "local"), detail("Probe", "http:80,8080/healthz"), detail("Restart policy", "on-failure"),
+				detail("Storage", "local"), detail("Probe", "http:80,8080/healthz"), detail("Restart policy", "on-failure"), detail("Group", "web"),
 				strings.TrimSuffix(detail("Serving", "yes, since "), "\n"), "(1h50m ago)\n", detail("Boots", "3"),
 				detail("Replica host", "n2") + detail("Disk replication", "Syncing 42% (174M of 300M left, 31M/s, about 6s left)") +
 					detail("Replica", "outdated: UNPROTECTED until it is synced (it may lack writes, so it is never promoted)") + detail("Network", "lan"),
@@ -269,7 +281,7 @@ func TestInstanceCommands(t *testing.T) {
 			wantOut: []string{
 				detail("Storage", "shared:/mnt/ferry"), detail("Probe", "tcp:22,80 (default)"), detail("Restart policy", "always (default)"),
 				detail("Serving", "no"), detail("Boots", "0"), detail("Network", "-"),
-				detail("Disk replication", "none (shared storage)"), detail("Replica", "-"),
+				detail("Disk replication", "none (shared storage)"), detail("Replica", "-"), detail("Group", "-"),
 			},
 		},
 		{

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -19,6 +20,7 @@ func (a *app) newNodeCmd() *cobra.Command {
 		a.newNodeShowCmd(),
 		a.newNodeJoinTokenCmd(),
 		a.newNodeRemoveCmd(),
+		a.newNodeLabelCmd(),
 	)
 	return cmd
 }
@@ -103,16 +105,7 @@ func (a *app) printNode(n *api.Node) error {
 	d.add("Free", res(n.Status.Capacity.Sub(n.Status.Allocated)))
 	d.add("Agent version", n.Status.AgentVersion)
 	d.add("Accelerator", n.Status.Accel)
-	keys := make([]string, 0, len(n.Spec.Labels))
-	for k := range n.Spec.Labels {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	labels := make([]string, len(keys))
-	for i, k := range keys {
-		labels[i] = k + "=" + n.Spec.Labels[k]
-	}
-	d.add("Labels", strings.Join(labels, ","))
+	d.add("Labels", api.FormatLabels(n.Spec.Labels))
 	d.add("Certificate serial", n.Status.CertSerial)
 	d.add("Joined", timestamp(now, n.CreatedAt))
 	d.add("UID", n.UID)
@@ -194,4 +187,81 @@ func (a *app) newNodeRemoveCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "remove the node even if instances are still placed on it")
 	return cmd
+}
+
+func (a *app) newNodeLabelCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "label NAME KEY=VALUE... [KEY-...]",
+		Short: "Set or remove a node's labels",
+		Long: `Set labels on a node (KEY=VALUE) or remove them (KEY-), in one change. Labels
+place nodes in failure domains: with the server's --spread-label rack, an
+instance's replica is kept on a node whose rack differs from its host's.
+Keys are lowercase letters, digits, '.', '_', '-' and '/'; values are letters,
+digits, '.', '_' and '-'; both start and end with a letter or digit.`,
+		Example: "  ferry node label n1 rack=r1 zone=a\n  ferry node label n1 zone-",
+		Args: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case len(args) == 0 || strings.TrimSpace(args[0]) == "":
+				return withHint(errors.New("missing the node NAME"), usageHint(cmd))
+			case len(args) == 1:
+				return withHint(errors.New("missing the labels: give KEY=VALUE to set one, KEY- to remove one"), usageHint(cmd))
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			labels, err := parseLabelArgs(args[1:])
+			if err != nil {
+				return err
+			}
+			n, err := fetch(a, cmd, "node", name, func(c *client.Client, ctx context.Context) (*api.Node, error) {
+				return c.PatchNode(ctx, name, api.NodePatch{Labels: labels})
+			})
+			if err != nil {
+				return err
+			}
+			if a.g.JSON {
+				return printJSON(a.stdout(), n)
+			}
+			if len(n.Spec.Labels) == 0 {
+				fmt.Fprintf(a.stdout(), "node %q has no labels\n", name)
+				return nil
+			}
+			fmt.Fprintf(a.stdout(), "node %q labels: %s\n", name, clean(api.FormatLabels(n.Spec.Labels)))
+			return nil
+		},
+	}
+}
+
+// parseLabelArgs reads KEY=VALUE (set) and KEY- (remove) arguments into a
+// patch of labels, naming the argument at fault.
+func parseLabelArgs(args []string) (map[string]*string, error) {
+	out := make(map[string]*string, len(args))
+	for _, arg := range args {
+		key, value, set := strings.Cut(arg, "=")
+		if !set {
+			var ok bool
+			if key, ok = strings.CutSuffix(arg, "-"); !ok {
+				return nil, fmt.Errorf("label %q: give KEY=VALUE to set a label or KEY- to remove one", arg)
+			}
+		}
+		if err := api.ValidateLabelKey("", key); err != nil {
+			return nil, fmt.Errorf("label %q: %w", arg, err)
+		}
+		if set {
+			if err := api.ValidateLabelValue("", key, value); err != nil {
+				return nil, fmt.Errorf("label %q: %w", arg, err)
+			}
+		}
+		if _, dup := out[key]; dup {
+			return nil, fmt.Errorf("label %q: the key %s is given twice", arg, key)
+		}
+		if set {
+			v := value
+			out[key] = &v
+		} else {
+			out[key] = nil
+		}
+	}
+	return out, nil
 }

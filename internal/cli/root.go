@@ -196,6 +196,7 @@ FERRY_TOKEN and FERRY_CA_FILE, else the current context of the config file.`,
 		a.newLogsCmd(),
 		a.newEventsCmd(),
 		a.newOperationCmd(),
+		a.newClusterCmd(),
 	)
 	return root
 }

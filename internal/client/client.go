@@ -267,8 +267,8 @@ func (c *Client) GetInstance(ctx context.Context, name string) (*api.Instance, e
 	return get[api.Instance](ctx, c, "instance", "/v1/instances", name)
 }
 
-// UpdateInstance writes inst (its spec.cpus, memory, owner and state are
-// mutable) and returns the stored result. inst.ResourceVersion is required;
+// UpdateInstance writes inst (its spec.cpus, memory, owner, state and group
+// are mutable) and returns the stored result. inst.ResourceVersion is required;
 // if someone wrote in between, the error satisfies [IsConflict].
 func (c *Client) UpdateInstance(ctx context.Context, inst *api.Instance) (*api.Instance, error) {
 	if inst == nil {

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/ferrycluster/ferry/internal/api"
+	"github.com/ferrycluster/ferry/internal/scheduler"
 )
 
 const testToken = "s3cret-token"
@@ -176,6 +177,11 @@ func TestMethods(t *testing.T) {
 	img := api.Image{Meta: api.Meta{Name: "demo"}, Source: "builtin:demo", Size: 1 << 30}
 	network := api.Network{Meta: api.Meta{Name: "lan", CreatedAt: created}, CIDR: "10.77.0.0/24", Gateway: "10.77.0.1", Reserved: []string{"10.77.0.2"}}
 	ev := api.Event{ID: "1", Time: created, Kind: api.KindInstance, Name: "web-1", Type: "Running", Node: "n1"}
+	check := scheduler.CheckReport{Nodes: []scheduler.NodeReport{{Name: "n1", N1Fail: true, N1Reason: "if n2 dies ..."}}, Instances: 3, N1Failures: 1, Score: 1.5}
+	capacity := scheduler.CapacityReport{Size: scheduler.Resources{CPUs: 1, MemMiB: 2048, DiskMiB: 20480}, Fit: 7, Limit: "memory", Reason: "no node has 2.0 GiB"}
+	plan := scheduler.Plan{ScoreBefore: 2, ScoreAfter: 1, N1Before: 1, Bytes: 1 << 30, Moves: []scheduler.Move{
+		{Instance: "web-1", Kind: scheduler.MoveFailover, OldPrimary: "n1", OldSecondary: "n2", NewPrimary: "n2", NewSecondary: "n1", Bytes: 1 << 30, ScoreAfter: 1},
+	}}
 	op := api.Operation{
 		Meta: api.Meta{Name: "failover-web-1-3", ResourceVersion: "12", CreatedAt: created},
 		Type: api.OpFailover, Instance: "web-1", Cause: "host n1's lease expired", From: "n1", To: "n2", Epoch: 3,
@@ -427,6 +433,46 @@ func TestMethods(t *testing.T) {
 			wantResult: &op,
 		},
 		{
+			name:       "ClusterCheck",
+			call:       func(ctx context.Context, c *Client) (any, error) { return c.ClusterCheck(ctx) },
+			respBody:   check,
+			want:       request{Method: "GET", Path: "/v1/cluster/check"},
+			wantResult: &check,
+		},
+		{
+			name: "ClusterCapacity",
+			call: func(ctx context.Context, c *Client) (any, error) {
+				return c.ClusterCapacity(ctx, api.Resources{CPUs: 1, Memory: 2 << 30, Disk: 20 << 30})
+			},
+			respBody:   capacity,
+			want:       request{Method: "GET", Path: "/v1/cluster/capacity", Query: "size=1cpu%2C2G%2C20G"},
+			wantResult: &capacity,
+		},
+		{
+			name:       "ClusterRebalance",
+			call:       func(ctx context.Context, c *Client) (any, error) { return c.ClusterRebalance(ctx, 5) },
+			respBody:   plan,
+			want:       request{Method: "GET", Path: "/v1/cluster/rebalance", Query: "maxMoves=5"},
+			wantResult: &plan,
+		},
+		{
+			name:       "ClusterRebalance without a limit, empty plan",
+			call:       func(ctx context.Context, c *Client) (any, error) { return c.ClusterRebalance(ctx, 0) },
+			respBody:   map[string]any{"scoreBefore": 0.5, "scoreAfter": 0.5, "moves": nil},
+			want:       request{Method: "GET", Path: "/v1/cluster/rebalance"},
+			wantResult: &scheduler.Plan{ScoreBefore: 0.5, ScoreAfter: 0.5, Moves: []scheduler.Move{}},
+		},
+		{
+			name: "PatchNode",
+			call: func(ctx context.Context, c *Client) (any, error) {
+				r1 := "r1"
+				return c.PatchNode(ctx, "n1", api.NodePatch{Labels: map[string]*string{"rack": &r1, "zone": nil}})
+			},
+			respBody:   node,
+			want:       request{Method: "PATCH", Path: "/v1/nodes/n1", ContentType: "application/json", Body: `{"labels":{"rack":"r1","zone":null}}`},
+			wantResult: &node,
+		},
+		{
 			name: "unknown response fields are ignored",
 			call: func(ctx context.Context, c *Client) (any, error) { return c.Version(ctx) },
 			respBody: map[string]any{
@@ -507,6 +553,7 @@ func TestEmptyNameRefused(t *testing.T) {
 		"StartOn":        func() error { _, err := c.StartInstanceOn(ctx, "", "n1"); return err },
 		"InstanceLogs":   func() error { _, err := c.InstanceLogs(ctx, "", 0); return err },
 		"Console":        func() error { _, err := c.Console(ctx, ""); return err },
+		"PatchNode":      func() error { _, err := c.PatchNode(ctx, "", api.NodePatch{}); return err },
 	}
 	for name, call := range calls {
 		if err := call(); err == nil || !strings.Contains(err.Error(), "name is empty") {
@@ -636,5 +683,29 @@ func TestIsHelpersOnOtherErrors(t *testing.T) {
 	wrapped := errors.Join(errors.New("ctx"), &APIError{Status: 404})
 	if !IsNotFound(wrapped) {
 		t.Errorf("IsNotFound(wrapped 404) = false, want true")
+	}
+}
+
+func TestClusterSnapshot(t *testing.T) {
+	t.Parallel()
+	doc := "{\n  \"version\": 1,\n  \"nodes\": []\n}\n"
+	_, c := newTLSServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != "GET" || r.URL.Path != "/v1/cluster/snapshot" || r.Header.Get("Authorization") != "Bearer "+testToken {
+			http.Error(w, "unexpected request", http.StatusTeapot)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, doc)
+	}))
+	got, err := c.ClusterSnapshot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != doc {
+		t.Fatalf("snapshot = %q, want the document unchanged %q", got, doc)
+	}
+	_, bad := newTLSServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "not json") }))
+	if _, err := bad.ClusterSnapshot(context.Background()); err == nil || !strings.Contains(err.Error(), "not JSON") {
+		t.Fatalf("a non-JSON answer: %v", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ferrycluster/ferry/internal/api"
+	"github.com/ferrycluster/ferry/internal/scheduler"
 	"github.com/ferrycluster/ferry/internal/store"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -31,6 +32,20 @@ type Config struct {
 	// failed-over instance or a new replica (hysteresis against flapping
 	// hosts); default 10 s.
 	StableFor time.Duration
+	// CPURatio is how many virtual CPUs a physical CPU may carry when
+	// placing instances (overcommit); default 4.
+	CPURatio float64
+	// MemRatio is the memory overcommit ratio; default 1 (none).
+	MemRatio float64
+	// SpreadLabel names the node label whose values are failure domains
+	// (such as "rack"): an instance's primary and replica then sit in
+	// different ones. Default "": only different nodes.
+	SpreadLabel string
+}
+
+// Policy is the scheduler policy the controller places with.
+func (cfg Config) Policy() scheduler.Policy {
+	return Policy(cfg.CPURatio, cfg.MemRatio, cfg.SpreadLabel)
 }
 
 // Controller runs the leader's loops.
@@ -59,6 +74,12 @@ func New(cfg Config) *Controller {
 	}
 	if cfg.StableFor == 0 {
 		cfg.StableFor = 10 * time.Second
+	}
+	if cfg.CPURatio <= 0 {
+		cfg.CPURatio = DefaultCPURatio
+	}
+	if cfg.MemRatio <= 0 {
+		cfg.MemRatio = DefaultMemRatio
 	}
 	return &Controller{cfg: cfg, log: cfg.Logger, s: cfg.Store}
 }
@@ -204,81 +225,38 @@ func Allocation(instances []*api.Instance) map[string]api.Resources {
 	return out
 }
 
-// NodeFree is a candidate host with what it has left.
-type NodeFree struct {
-	Name string
-	Free api.Resources
-}
-
-// Candidates returns the Ready, schedulable nodes with their free
-// resources, sorted by name (first fit is deterministic).
-func Candidates(nodes []*api.Node, alive map[string]bool, insts []*api.Instance) []NodeFree {
-	used := Allocation(insts)
-	var out []NodeFree
-	for _, n := range nodes {
-		if !alive[n.Name] || n.Spec.Unschedulable {
-			continue
-		}
-		out = append(out, NodeFree{Name: n.Name, Free: n.Status.Capacity.Sub(used[n.Name])})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
-}
-
-// FirstFit picks the first candidate with room for need as the host and the
-// first other candidate with room for its disk as the replica ("" when the
-// cluster has a single node). It returns a reason when nothing fits. This is
-// the foundation's placement; the scheduler package replaces it with N+1
-// aware placement.
-func FirstFit(cands []NodeFree, need api.Resources) (host, replica string, reason string) {
-	var best api.Resources
-	for _, c := range cands {
-		if c.Free.Fits(need) {
-			host = c.Name
-			break
-		}
-		if c.Free.Memory > best.Memory {
-			best = c.Free
-		}
-	}
-	if host == "" {
-		if len(cands) == 0 {
-			return "", "", "no Ready, schedulable node"
-		}
-		return "", "", fmt.Sprintf("no node has room for %d CPU, %s memory, %s disk (most free memory on one node: %s)",
-			need.CPUs, need.Memory, need.Disk, best.Memory.Human())
-	}
-	for _, c := range cands {
-		if c.Name != host && c.Free.Disk >= need.Disk {
-			replica = c.Name
-			break
-		}
-	}
-	return host, replica, ""
-}
-
-// place assigns every Pending instance to a node, in creation order.
+// place assigns every Pending instance a host and a replica host, in
+// creation order, with the scheduler: one scheduler.Cluster per pass, so
+// each placement counts those made before it. An instance the scheduler
+// refuses (no host keeps capacity, placement rules and N+1) stays Pending
+// with the refusal as its message, and an Unschedulable event the first
+// time that reason appears.
 func (c *Controller) place(ctx context.Context, nodes []*api.Node, alive map[string]bool, insts []*api.Instance) error {
-	pending := make([]*api.Instance, 0)
+	var pending, placed []*api.Instance
 	for _, in := range insts {
-		if in.Status.Phase == api.PhasePending && in.Status.Node == "" && !in.Status.Deleting {
+		switch {
+		case in.Status.Phase == api.PhasePending && in.Status.Node == "" && !in.Status.Deleting:
 			pending = append(pending, in)
+		case in.Status.Node != "" || in.Status.ReplicaNode != "":
+			placed = append(placed, in)
 		}
 	}
 	if len(pending) == 0 {
 		return nil
 	}
-	sort.Slice(pending, func(i, j int) bool { return pending[i].CreatedAt.Before(pending[j].CreatedAt) })
-	cands := Candidates(nodes, alive, insts)
+	sort.SliceStable(pending, func(i, j int) bool { return pending[i].CreatedAt.Before(pending[j].CreatedAt) })
+	cluster, err := scheduler.NewCluster(Snapshot(nodes, alive, placed, c.cfg.Policy()))
+	if err != nil {
+		return fmt.Errorf("placement: %w", err)
+	}
 	var errs []error
 	for _, in := range pending {
-		need := in.Spec.HostResources()
-		host, replica, reason := FirstFit(cands, need)
-		if in.Spec.SharedPath() != "" {
-			replica = "" // shared storage is not replicated by ferry
-		}
+		p, err := cluster.Allocate(SchedulerInstance(in), scheduler.AllocateOptions{})
 		now := c.cfg.Now().UTC()
-		if host == "" {
+		var refusal *scheduler.RefusalError
+		switch {
+		case errors.As(err, &refusal):
+			reason := refusal.Error()
 			if in.Status.Message == reason {
 				continue
 			}
@@ -288,6 +266,13 @@ func (c *Controller) place(ctx context.Context, nodes []*api.Node, alive map[str
 				errs = append(errs, err)
 			}
 			continue
+		case err != nil:
+			errs = append(errs, fmt.Errorf("place %s: %w", in.Name, err))
+			continue
+		}
+		host, replica := p.Primary, p.Secondary
+		if in.Spec.SharedPath() != "" {
+			replica = "" // shared storage is not replicated by ferry
 		}
 		in.Status.Node, in.Status.ReplicaNode = host, replica
 		// A new primary writes under a new epoch; a new replica holds
@@ -298,21 +283,15 @@ func (c *Controller) place(ctx context.Context, nodes []*api.Node, alive map[str
 		in.Status.Phase, in.Status.Since = api.PhaseScheduled, now
 		in.Status.Message = "placed on " + host
 		ev := c.s.EventOp(api.Event{Time: now, Kind: api.KindInstance, Name: in.Name, Type: "Scheduled", Node: host, Message: "replica on " + orNone(replica)})
-		err := c.s.Instances.Update(ctx, in, ev)
+		err = c.s.Instances.Update(ctx, in, ev)
 		switch {
 		case err == nil:
-			c.log.Info("placed instance", "instance", in.Name, "node", host, "replica", replica)
-			for i := range cands {
-				if cands[i].Name == host {
-					cands[i].Free = cands[i].Free.Sub(need)
-				}
-				if cands[i].Name == replica {
-					cands[i].Free = cands[i].Free.Sub(api.Resources{Disk: need.Disk})
-				}
-			}
+			c.log.Info("placed instance", "instance", in.Name, "node", host, "replica", replica, "score", p.ScoreAfter)
 		case benign(err):
 			// Changed or removed meanwhile, or the leadership moved on;
-			// the next pass (here or on the new leader) sees it fresh.
+			// the next pass (here or on the new leader) sees it fresh. The
+			// cluster keeps counting the placement for the rest of this
+			// pass, which only errs on the careful side.
 		default:
 			errs = append(errs, err)
 		}

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"time"
 
 	"github.com/ferrycluster/ferry/internal/api"
+	"github.com/ferrycluster/ferry/internal/scheduler"
 	"github.com/ferrycluster/ferry/internal/store"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -37,6 +37,10 @@ func (c *Controller) failover(ctx context.Context, nodes []*api.Node, alive map[
 	for _, n := range nodes {
 		byName[n.Name] = n
 	}
+	// One scheduler view per pass, in which nodes not Ready for StableFor
+	// take nothing new (hysteresis), updated after each decision so that
+	// the instances leaving one dead host spread their new replicas.
+	var cluster *scheduler.Cluster
 	var errs []error
 	for _, in := range insts {
 		dead := byName[in.Status.Node]
@@ -48,18 +52,40 @@ func (c *Controller) failover(ctx context.Context, nodes []*api.Node, alive map[
 		case in.Status.Phase == api.PhasePending:
 			continue
 		}
-		if err := c.failOne(ctx, nodes, alive, insts, in, dead); err != nil && !benign(err) {
+		if cluster == nil {
+			var err error
+			if cluster, err = c.failoverCluster(nodes, alive, insts, c.cfg.Now()); err != nil {
+				return fmt.Errorf("fail over: %w", err)
+			}
+		}
+		if err := c.failOne(ctx, cluster, nodes, alive, insts, in, dead); err != nil && !benign(err) {
 			errs = append(errs, fmt.Errorf("fail over %s: %w", in.Name, err))
 		}
 	}
 	return errors.Join(errs...)
 }
 
+// failoverCluster is the scheduler's view for failover decisions: nodes
+// not Ready for StableFor take nothing new.
+func (c *Controller) failoverCluster(nodes []*api.Node, alive map[string]bool, insts []*api.Instance, now time.Time) (*scheduler.Cluster, error) {
+	snap := Snapshot(nodes, alive, insts, c.cfg.Policy())
+	stable := map[string]bool{}
+	for _, n := range nodes {
+		stable[n.Name] = c.stable(n, now)
+	}
+	for i := range snap.Nodes {
+		if !stable[snap.Nodes[i].Name] {
+			snap.Nodes[i].Unschedulable = true
+		}
+	}
+	return scheduler.NewCluster(snap)
+}
+
 // failOne fails one instance over from its dead host, or records why it
 // cannot (yet).
-func (c *Controller) failOne(ctx context.Context, nodes []*api.Node, alive map[string]bool, insts []*api.Instance, in *api.Instance, dead *api.Node) error {
+func (c *Controller) failOne(ctx context.Context, cluster *scheduler.Cluster, nodes []*api.Node, alive map[string]bool, insts []*api.Instance, in *api.Instance, dead *api.Node) error {
 	now := c.cfg.Now().UTC()
-	target, replica, blocked := c.failoverTarget(nodes, alive, insts, in, now)
+	target, replica, blocked := c.failoverTarget(cluster, nodes, alive, insts, in, now)
 	// The customer's view: the host stopped answering about a TTL before
 	// its lease expired, which is now. (LastHeartbeat is only written when
 	// what a node reports changes, so it may be older.)
@@ -137,30 +163,34 @@ func (c *Controller) failOne(ctx context.Context, nodes []*api.Node, alive map[s
 		return store.ErrConflict // changed meanwhile; the next pass looks again
 	}
 	c.log.Info("failing over", "instance", in.Name, "from", from, "to", target, "replica", replica, "epoch", in.Status.Epoch)
+	if replica == from {
+		replica = "" // the dead host holds nothing the scheduler should count
+	}
+	if err := cluster.Place(in.Name, target, replica); err != nil {
+		c.log.Warn("scheduler view out of step", "instance", in.Name, "err", err)
+	}
 	return nil
 }
 
 // failoverTarget chooses where a failed instance goes: its replica's host
-// (the only one with its data) or, on shared storage, the first host with
-// room; and a new replica host. It returns a reason instead when it cannot.
-func (c *Controller) failoverTarget(nodes []*api.Node, alive map[string]bool, insts []*api.Instance, in *api.Instance, now time.Time) (target, replica, blocked string) {
+// (the only one with its data) or, on shared storage, the host the
+// scheduler picks; and a new replica host, chosen by the scheduler among
+// the stable hosts. It returns a reason instead when it cannot.
+func (c *Controller) failoverTarget(cluster *scheduler.Cluster, nodes []*api.Node, alive map[string]bool, insts []*api.Instance, in *api.Instance, now time.Time) (target, replica, blocked string) {
 	dead := in.Status.Node
-	used := Allocation(insts)
-	need := in.Spec.HostResources()
-	free := func(n *api.Node) api.Resources { return n.Status.Capacity.Sub(used[n.Name]) }
-	var cands []*api.Node
-	for _, n := range nodes {
-		if alive[n.Name] && n.Name != dead {
-			cands = append(cands, n)
-		}
-	}
-	sort.Slice(cands, func(i, j int) bool { return cands[i].Name < cands[j].Name })
 	if in.Spec.SharedPath() != "" {
-		for _, n := range cands {
-			if !n.Spec.Unschedulable && c.stable(n, now) && free(n).Fits(need) {
-				return n.Name, "", ""
+		// Any host can start it; placement rules and room as for a new
+		// instance, but a failover is never refused for N+1.
+		probe := SchedulerInstance(in)
+		probe.Name = "\x00failover-" + in.Name
+		probe.Primary, probe.Secondary = "", ""
+		sizeOnly, err := scheduler.NewCluster(scheduler.Snapshot{Nodes: cluster.Snapshot().Nodes, Instances: others(cluster.Snapshot().Instances, in.Name), Policy: c.cfg.Policy()})
+		if err == nil {
+			if pl, err := sizeOnly.Allocate(probe, scheduler.AllocateOptions{Force: true}); err == nil {
+				return pl.Primary, "", ""
 			}
 		}
+		need := in.Spec.HostResources()
 		return "", "", fmt.Sprintf("no Ready host has room for %d CPU, %s memory; waiting for room", need.CPUs, need.Memory.Human())
 	}
 	r := in.Status.ReplicaNode
@@ -172,24 +202,45 @@ func (c *Controller) failoverTarget(nodes []*api.Node, alive map[string]bool, in
 	case in.Status.ReplicaOutdated:
 		return "", "", "its replica on " + r + " is outdated (it may lack acknowledged writes, so it is never promoted); it waits for " + dead + " to return"
 	}
+	// Room on the replica host, with the overcommit placement allows (the
+	// replica's disk is already counted there). N+1 reserved it.
+	pol := c.cfg.Policy()
+	used := Allocation(insts)
+	need := in.Spec.HostResources()
 	var rn *api.Node
-	for _, n := range cands {
+	for _, n := range nodes {
 		if n.Name == r {
 			rn = n
 		}
 	}
-	// The replica's disk is already counted on its host.
-	if rn == nil || !free(rn).Fits(api.Resources{CPUs: need.CPUs, Memory: need.Memory}) {
+	if rn == nil {
+		return "", "", "its replica host " + r + " is not a node any more; it waits for " + dead + " to return"
+	}
+	capCPU := int(float64(rn.Status.Capacity.CPUs) * pol.CPURatio)
+	capMem := api.Bytes(float64(rn.Status.Capacity.Memory) * pol.MemRatio)
+	u := used[r]
+	if u.CPUs+need.CPUs > capCPU || u.Memory+need.Memory > capMem {
 		return "", "", fmt.Sprintf("replica host %s has no room for %d CPU, %s memory; it starts as soon as room appears", r, need.CPUs, need.Memory.Human())
 	}
-	for _, n := range cands {
-		if n.Name != r && !n.Spec.Unschedulable && c.stable(n, now) && free(n).Disk >= in.Spec.Disk {
-			return r, n.Name, ""
+	if err := cluster.Place(in.Name, r, ""); err == nil {
+		if sec, err := cluster.Secondary(in.Name); err == nil && sec != dead {
+			return r, sec, ""
 		}
 	}
 	// No third host: the dead one becomes the replica and takes a full
 	// sync when it returns.
 	return r, dead, ""
+}
+
+// others returns insts without the one called name.
+func others(insts []scheduler.Instance, name string) []scheduler.Instance {
+	out := make([]scheduler.Instance, 0, len(insts))
+	for _, si := range insts {
+		if si.Name != name {
+			out = append(out, si)
+		}
+	}
+	return out
 }
 
 // stable reports whether a node has been Ready long enough to be trusted

@@ -58,8 +58,18 @@ func TestFailoverTarget(t *testing.T) {
 		{name: "no room on the replica host",
 			nodes: []*api.Node{node("a", old), node("b", old)}, alive: map[string]bool{"b": true},
 			in:          inst(nil),
-			others:      []*api.Instance{{Spec: api.InstanceSpec{CPUs: 4, Memory: 1 << 30}, Status: api.InstanceStatus{Node: "b"}}},
+			others:      []*api.Instance{{Meta: api.Meta{Name: "big"}, Spec: api.InstanceSpec{CPUs: 1, Memory: 4 << 30}, Status: api.InstanceStatus{Node: "b"}}},
 			wantBlocked: "has no room"},
+		{name: "the new replica goes where N+1 holds",
+			nodes: []*api.Node{node("a", old), node("b", old), node("c", old), node("d", old)}, alive: map[string]bool{"b": true, "c": true, "d": true},
+			in:         inst(nil),
+			others:     []*api.Instance{{Meta: api.Meta{Name: "other"}, Spec: api.InstanceSpec{CPUs: 1, Memory: 3584 << 20, Disk: 1 << 30}, Status: api.InstanceStatus{Node: "d", ReplicaNode: "c"}}},
+			wantTarget: "b", wantReplica: "c"},
+		{name: "CPU overcommit counts on the replica host",
+			nodes: []*api.Node{node("a", old), node("b", old)}, alive: map[string]bool{"b": true},
+			in:         inst(nil),
+			others:     []*api.Instance{{Meta: api.Meta{Name: "busy"}, Spec: api.InstanceSpec{CPUs: 6, Memory: 1 << 30}, Status: api.InstanceStatus{Node: "b"}}},
+			wantTarget: "b", wantReplica: "a"},
 		{name: "shared storage goes to the first stable host with room",
 			nodes: []*api.Node{node("a", old), node("b", now), node("c", old)}, alive: map[string]bool{"b": true, "c": true},
 			in: inst(func(in *api.Instance) { in.Spec.Storage = "shared:/mnt"; in.Status.ReplicaNode = "" }), wantTarget: "c"},
@@ -67,7 +77,11 @@ func TestFailoverTarget(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			insts := append([]*api.Instance{tc.in}, tc.others...)
-			target, replica, blocked := c.failoverTarget(tc.nodes, tc.alive, insts, tc.in, now)
+			cluster, err := c.failoverCluster(tc.nodes, tc.alive, insts, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			target, replica, blocked := c.failoverTarget(cluster, tc.nodes, tc.alive, insts, tc.in, now)
 			if target != tc.wantTarget || replica != tc.wantReplica || (tc.wantBlocked == "") != (blocked == "") || !strings.Contains(blocked, tc.wantBlocked) {
 				t.Fatalf("failoverTarget = (%q, %q, %q), want (%q, %q, ...%q...)", target, replica, blocked, tc.wantTarget, tc.wantReplica, tc.wantBlocked)
 			}

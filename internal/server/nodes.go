@@ -91,6 +91,75 @@ func (s *Server) getNode(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, n)
 }
 
+// patchNode applies a merge patch to a node's spec (labels, cordon) in one
+// etcd transaction with its NodeUpdated event. The transaction compares the
+// node's revision, as the heartbeat's writes of its status do, so neither
+// can undo the other. With resourceVersion in the body it writes once and
+// answers 409 if the node moved on; without, it retries on conflicts.
+func (s *Server) patchNode(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	var p api.NodePatch
+	if !decodeBody(w, r, &p) {
+		return
+	}
+	if err := p.Validate(); err != nil {
+		badRequest(w, err)
+		return
+	}
+	ctx := r.Context()
+	apply := func(n *api.Node) ([]clientv3.Op, error) {
+		changed, err := p.Apply(&n.Spec)
+		if err != nil {
+			return nil, err
+		}
+		if !changed {
+			return nil, store.ErrUnchanged
+		}
+		return []clientv3.Op{s.nodeEvent(name, "NodeUpdated", p.Describe())}, nil
+	}
+	var n *api.Node
+	var err error
+	if p.ResourceVersion != "" {
+		n, err = s.store.Nodes.Get(ctx, name)
+		if err == nil && n.ResourceVersion != p.ResourceVersion {
+			err = store.ErrConflict
+		}
+		if err == nil {
+			var ops []clientv3.Op
+			ops, err = apply(n)
+			switch {
+			case errors.Is(err, store.ErrUnchanged):
+				err = nil
+			case err == nil:
+				err = s.store.Nodes.Update(ctx, n, ops...)
+			}
+		}
+	} else {
+		n, err = s.store.Nodes.Modify(ctx, name, apply)
+	}
+	var fe *api.FieldError
+	switch {
+	case errors.As(err, &fe):
+		badRequest(w, err)
+		return
+	case err != nil:
+		s.storeError(w, "node", name, err)
+		return
+	}
+	alive, _, err := s.store.AliveNodes(ctx)
+	if err != nil {
+		s.internalError(w, err)
+		return
+	}
+	insts, _, err := s.store.Instances.List(ctx)
+	if err != nil {
+		s.internalError(w, err)
+		return
+	}
+	nodeView(n, alive, controller.Allocation(insts))
+	writeJSON(w, http.StatusOK, n)
+}
+
 // deleteNode removes a node from the cluster and revokes its certificate,
 // in one transaction, so the agent is refused from then on.
 func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request) {

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ferrycluster/ferry/internal/api"
 	"github.com/ferrycluster/ferry/internal/controller"
 	"github.com/ferrycluster/ferry/internal/pki"
 	"github.com/ferrycluster/ferry/internal/store"
@@ -46,6 +47,15 @@ type Config struct {
 	Logger  *slog.Logger
 	// Now is the clock; default time.Now. Tests inject theirs.
 	Now func() time.Time
+	// CPURatio is the CPU overcommit the scheduler allows: virtual CPUs
+	// per physical CPU (--cpu-overcommit); default 4.
+	CPURatio float64
+	// MemRatio is the memory overcommit; default 1 (none).
+	MemRatio float64
+	// SpreadLabel names the node label whose values are failure domains
+	// (--spread-label, such as "rack"): an instance's primary and replica
+	// are kept in different ones. Empty: only on different nodes.
+	SpreadLabel string
 }
 
 func (c *Config) setDefaults() error {
@@ -60,6 +70,23 @@ func (c *Config) setDefaults() error {
 	}
 	if c.NodeTTL < 2*time.Second || c.NodeTTL%time.Second != 0 {
 		return fmt.Errorf("server: --node-ttl must be a whole number of seconds, at least 2s (etcd's minimum lease), got %s", c.NodeTTL)
+	}
+	if c.CPURatio == 0 {
+		c.CPURatio = controller.DefaultCPURatio
+	}
+	if c.MemRatio == 0 {
+		c.MemRatio = controller.DefaultMemRatio
+	}
+	if c.CPURatio < 0 || c.CPURatio > 1000 {
+		return fmt.Errorf("server: --cpu-overcommit must be a ratio between 0 and 1000 (virtual CPUs per physical CPU, such as 4), got %g", c.CPURatio)
+	}
+	if c.MemRatio < 0 || c.MemRatio > 1000 {
+		return fmt.Errorf("server: the memory overcommit must be a ratio between 0 and 1000 (1: none), got %g", c.MemRatio)
+	}
+	if c.SpreadLabel != "" {
+		if err := api.ValidateLabelKey("--spread-label", c.SpreadLabel); err != nil {
+			return fmt.Errorf("server: %w", err)
+		}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -217,7 +244,8 @@ func (s *Server) Run(ctx context.Context) error {
 		_ = s.store.RunForLeader(runCtx, s.cfg.ID, 5*time.Second, s.log, func(lctx context.Context, guarded *store.Store) {
 			s.setLeader(true)
 			defer s.setLeader(false)
-			c := controller.New(controller.Config{Store: guarded, Logger: s.log.With("component", "controller"), Now: s.cfg.Now, Errors: s.metrics.controllerErrors, NodeTTL: s.cfg.NodeTTL})
+			c := controller.New(controller.Config{Store: guarded, Logger: s.log.With("component", "controller"), Now: s.cfg.Now, Errors: s.metrics.controllerErrors, NodeTTL: s.cfg.NodeTTL,
+				CPURatio: s.cfg.CPURatio, MemRatio: s.cfg.MemRatio, SpreadLabel: s.cfg.SpreadLabel})
 			c.Run(lctx)
 		})
 	}()

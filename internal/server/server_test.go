@@ -62,6 +62,7 @@ func TestCreateValidation(t *testing.T) {
 		{"zero cpus", `{"name":"a","spec":{"cpus":0,"memory":"256M","disk":"1G","image":"demo"}}`, 400, "spec.cpus"},
 		{"tiny memory", `{"name":"a","spec":{"cpus":1,"memory":"1K","disk":"1G","image":"demo"}}`, 400, "spec.memory"},
 		{"unknown image", `{"name":"a","spec":{"cpus":1,"memory":"256M","disk":"1G","image":"nope"}}`, 400, "spec.image"},
+		{"bad group", `{"name":"a","spec":{"cpus":1,"memory":"256M","disk":"1G","image":"demo","group":"Web_1"}}`, 400, "spec.group"},
 		{"unknown field", `{"name":"a","spec":{"cpus":1,"memory":"256M","disk":"1G","image":"demo","gpu":1}}`, 400, "spec.gpu"},
 		{"wrong type", `{"name":"a","spec":{"cpus":"one","memory":"256M","disk":"1G","image":"demo"}}`, 400, "spec.cpus"},
 		{"malformed", `{"name":`, 400, ""},
@@ -105,7 +106,7 @@ func TestOptimisticConcurrency(t *testing.T) {
 	var in api.Instance
 	waitFor(t, 10*time.Second, "controller's pending reason", func() bool {
 		in, _ = ts.getInstance("db")
-		return in.Status.Message == "no Ready, schedulable node"
+		return strings.Contains(in.Status.Message, "no node")
 	})
 	stale := in.ResourceVersion
 	// A first update with the right version succeeds.
@@ -219,7 +220,7 @@ func TestUnschedulableWaitsForRoom(t *testing.T) {
 	ts.createInstance("big", big)
 	waitFor(t, 10*time.Second, "reason for pending", func() bool {
 		in, _ := ts.getInstance("big")
-		return in.Status.Phase == api.PhasePending && strings.Contains(in.Status.Message, "no node has room")
+		return in.Status.Phase == api.PhasePending && strings.Contains(in.Status.Message, "of memory free")
 	})
 	ts.createInstance("fits", smallSpec())
 	waitFor(t, 10*time.Second, "fits scheduled", func() bool {
