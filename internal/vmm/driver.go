@@ -12,6 +12,16 @@ var (
 	ErrNotFound = errors.New("vmm: vm not found")
 	// ErrAlreadyRunning means Start was called for an ID that is running.
 	ErrAlreadyRunning = errors.New("vmm: vm already running")
+	// ErrNotConverged means Migrator.Migrate gave up when
+	// MigrateOptions.ConvergeTimeout passed: the guest dirtied memory
+	// faster than it could be sent. The source VM runs on.
+	ErrNotConverged = errors.New("vmm: live migration did not converge")
+	// ErrIncomingFailed is wrapped by the exit error (ExitResult.Err,
+	// whose text Status.ExitError repeats) of a VM from
+	// Migrator.StartIncoming whose process ended because its incoming
+	// migration failed or was cancelled before completing: it never ran,
+	// and must not be restarted in its place.
+	ErrIncomingFailed = errors.New("vmm: incoming live migration failed")
 )
 
 // Spec is everything a driver needs to start one VM.
@@ -79,6 +89,12 @@ type Status struct {
 	StartedAt time.Time
 	// ExitError says why a VM is no longer running, if it did not stop cleanly.
 	ExitError string
+	// Paused is set for a VM whose process runs (State is StateRunning)
+	// but whose CPUs are stopped for a live migration: a VM from
+	// Migrator.StartIncoming before its Resume, or a source whose
+	// migration completed (until it is destroyed, or resumed to roll the
+	// migration back).
+	Paused bool
 }
 
 // ExitResult is delivered once when a VM stops, for whatever reason.
@@ -141,4 +157,80 @@ type Announcer interface {
 // was one; the agent calls it for VM directories that have no handle.
 type Sweeper interface {
 	Sweep(ctx context.Context, id, stateDir string) (bool, error)
+}
+
+// Migrator is implemented by drivers that can move a running VM's memory
+// and device state to another host (live migration). The disk is not
+// copied: both hosts must serve the same data (each its own replica).
+type Migrator interface {
+	// StartIncoming starts a VM from spec that waits for a live migration
+	// instead of booting: it listens on listen ("host:port"; port 0 picks
+	// a free one), and the VM stays paused after the migration completes
+	// until Resume. It returns once the VM listens, with its handle and
+	// the URI the source must send to ("tcp:10.0.0.2:49153"). spec must
+	// be the source's (same CPUs, memory, disk, NIC and MAC); Kernel,
+	// Initrd and Cmdline may be given or left empty (the memory carries
+	// the running kernel; they only matter if the guest reboots). The
+	// VM's disk is opened at start but not read or written until Resume.
+	// If the migration fails or is cancelled, the VM's process ends by
+	// itself, with an exit error that wraps ErrIncomingFailed.
+	StartIncoming(ctx context.Context, spec Spec, listen string) (Handle, string, error)
+	// Migrate sends running VM id to uri (from StartIncoming). It returns
+	// when the migration completed (the source VM is then paused for good:
+	// Destroy it, or Resume it to roll back before the target runs) or
+	// failed or was cancelled (the source VM runs on, as before). progress,
+	// if not nil, is called from Migrate's goroutine about every 250 ms.
+	// If ctx ends first, Migrate cancels the migration, waits until it is
+	// cancelled, and returns an error wrapping ctx.Err(): the source VM
+	// runs on. MigrateOptions.ConvergeTimeout, if > 0, cancels the same
+	// way and returns ErrNotConverged when the migration has not
+	// completed by then.
+	Migrate(ctx context.Context, id, uri string, opts MigrateOptions, progress func(MigrationProgress)) (MigrationResult, error)
+	// Resume runs a paused VM: the target of a migration, once it has
+	// completed (Resume waits for that, until ctx ends), or a source whose
+	// completed migration is being abandoned (it takes its disk back; the
+	// target must never have run). Resuming a running VM returns nil.
+	Resume(ctx context.Context, id string) error
+}
+
+// MigrateOptions tune Migrator.Migrate. The zero value is valid.
+type MigrateOptions struct {
+	// DowntimeLimit is the longest pause of the guest the migration may
+	// plan for its last step: it goes on copying the memory the guest
+	// dirties until what is left can be sent within it. Default 300 ms.
+	DowntimeLimit time.Duration
+	// MaxBandwidth caps the migration stream, in bytes per second; 0
+	// means no cap.
+	MaxBandwidth int64
+	// ConvergeTimeout, if > 0, bounds the whole migration: Migrate
+	// cancels it and returns ErrNotConverged once it passes.
+	ConvergeTimeout time.Duration
+}
+
+// MigrationProgress is a snapshot of a migration under way.
+type MigrationProgress struct {
+	// Status is the driver's word for the phase ("setup", "active",
+	// "completed", ...).
+	Status  string
+	Elapsed time.Duration
+	// Total, Transferred and Remaining count the guest memory's bytes:
+	// all of it, sent so far (including re-sent pages), and still dirty.
+	Total, Transferred, Remaining int64
+	// DirtyRate is how fast the guest dirties memory, in bytes per second
+	// (0 until measured).
+	DirtyRate int64
+	// Iterations counts the passes over the guest's memory so far.
+	Iterations int64
+	// ExpectedDowntime is the pause the last step would take now.
+	ExpectedDowntime time.Duration
+}
+
+// MigrationResult describes a completed migration.
+type MigrationResult struct {
+	// TotalTime runs from the start of the migration to its completion;
+	// SetupTime is its part before memory started to flow; Downtime is
+	// how long the guest was paused.
+	TotalTime, Downtime, SetupTime time.Duration
+	// Transferred is the number of bytes sent.
+	Transferred int64
 }

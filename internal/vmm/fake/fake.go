@@ -85,6 +85,8 @@ type Driver struct {
 	runs map[string]int
 	// failStart holds the error Start returns for an ID.
 	failStart map[string]error
+	// failMigrate holds the error Migrate returns for an ID.
+	failMigrate map[string]error
 }
 
 // vm is one run of one VM. A new Start makes a new vm.
@@ -96,7 +98,21 @@ type vm struct {
 	// exit is the result of this run once it has ended.
 	exit    vmm.ExitResult
 	waiters map[*waiter]struct{}
+
+	// Live migration (see migrate.go).
+	//
+	// incoming is set for a VM from StartIncoming until it is resumed;
+	// received once a migration to it completed. uri is where it listens
+	// while it waits.
+	incoming, received bool
+	uri                string
+	// migrated is set on a source whose migration completed, until it is
+	// resumed; migrating while a Migrate of it runs.
+	migrated, migrating bool
 }
+
+// paused reports whether v's CPUs would be stopped for a migration.
+func (v *vm) paused() bool { return v.incoming || v.migrated }
 
 // waiter is one Wait call that has not been answered.
 type waiter struct {
@@ -104,16 +120,20 @@ type waiter struct {
 	stop func() bool // unregisters the context.AfterFunc
 }
 
-var _ vmm.Driver = (*Driver)(nil)
+var (
+	_ vmm.Driver   = (*Driver)(nil)
+	_ vmm.Migrator = (*Driver)(nil)
+)
 
 // New returns a Driver with no VMs.
 func New(opts ...Option) *Driver {
 	d := &Driver{
-		clock:     realClock{},
-		vms:       make(map[string]*vm),
-		starting:  make(map[string]bool),
-		runs:      make(map[string]int),
-		failStart: make(map[string]error),
+		clock:       realClock{},
+		vms:         make(map[string]*vm),
+		starting:    make(map[string]bool),
+		runs:        make(map[string]int),
+		failStart:   make(map[string]error),
+		failMigrate: make(map[string]error),
 	}
 	for _, o := range opts {
 		o(d)
@@ -245,13 +265,19 @@ func (d *Driver) Wait(ctx context.Context, id string) (<-chan vmm.ExitResult, er
 }
 
 // Stop ends a running VM cleanly: every Wait receives an ExitResult with a
-// nil Err. The timeout is ignored, as a fake guest always obeys. Stopping a
-// VM that is not running, or unknown, returns nil.
+// nil Err. The timeout is ignored, as a fake guest always obeys. A VM
+// paused for a migration cannot obey: it is killed, as by the qemu driver
+// (StateStopped, with an Err wrapping ErrKilled). Stopping a VM that is not
+// running, or unknown, returns nil.
 func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if v, ok := d.vms[id]; ok && v.state == vmm.StateRunning {
-		d.endLocked(v, vmm.StateStopped, nil)
+		var err error
+		if v.paused() {
+			err = fmt.Errorf("vm %s: %w: stopped while paused for a live migration", id, ErrKilled)
+		}
+		d.endLocked(v, vmm.StateStopped, err)
 	}
 	return nil
 }
@@ -268,7 +294,11 @@ func (d *Driver) Crash(id string) error {
 		return fmt.Errorf("crash vm %s: %w", id, vmm.ErrNotFound)
 	}
 	if v.state == vmm.StateRunning {
-		d.endLocked(v, vmm.StateCrashed, fmt.Errorf("vm %s: %w", id, ErrCrashed))
+		err := fmt.Errorf("vm %s: %w", id, ErrCrashed)
+		if v.incoming {
+			err = fmt.Errorf("%w: %w", vmm.ErrIncomingFailed, err)
+		}
+		d.endLocked(v, vmm.StateCrashed, err)
 	}
 	return nil
 }
@@ -292,6 +322,10 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 
 // endLocked ends v's run and answers its waiters. d.mu must be held.
 func (d *Driver) endLocked(v *vm, state vmm.State, err error) {
+	if v.uri != "" {
+		unlisten(v.uri, v)
+		v.uri = ""
+	}
 	v.state = state
 	v.exit = vmm.ExitResult{ID: v.spec.ID, Err: err, At: d.clock.Now()}
 	for w := range v.waiters {
@@ -316,6 +350,7 @@ func (d *Driver) Inspect(ctx context.Context, id string) (vmm.Status, error) {
 	if v.state != vmm.StateRunning && v.exit.Err != nil {
 		st.ExitError = v.exit.Err.Error()
 	}
+	st.Paused = v.state == vmm.StateRunning && v.paused()
 	return st, nil
 }
 

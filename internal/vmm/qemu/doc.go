@@ -47,6 +47,32 @@
 // guest powered itself off: QMP reported a SHUTDOWN caused by the guest, or,
 // without that report, QEMU exited with status 0.
 //
+// # Live migration
+//
+// The driver implements vmm.Migrator with QEMU's precopy migration over
+// TCP; the disk is not copied (each host serves its own replica over NBD).
+// StartIncoming runs QEMU with -incoming defer (and the usual -S), turns
+// on the migration capabilities events, return-path and
+// late-block-activate, and runs migrate-incoming on "tcp:HOST:PORT"; the
+// port QEMU bound (port 0 picks one) is read back from query-migrate's
+// socket-address. Migrate sets the capabilities events and return-path and
+// the parameters downtime-limit and max-bandwidth (always: QEMU's default
+// caps a migration at 32 MiB/s), runs migrate, and follows query-migrate;
+// migrate_cancel ends it early. return-path matters: without it QEMU calls
+// a migration completed (and leaves the source paused for good) once it
+// has written the last byte, even if the target then fails to load it.
+// With it, the source waits for the target's word.
+//
+// At completion the source stops in runstate postmigrate, having flushed
+// and released (inactivated) its disk; the target is paused (-S) in
+// runstate paused with its disk opened but inactive (late-block-activate)
+// until Resume's cont. Until then, cont on the source takes the migration
+// back. A target whose incoming migration fails, or is cancelled by the
+// source, exits with status 1, reported as a crash wrapping
+// vmm.ErrIncomingFailed. QEMU sends the target's gratuitous ARP/RARP when
+// the migration completes, while it is still paused: call Announce after
+// Resume.
+//
 // A Driver is safe for concurrent use; calls for different VMs do not block
 // one another.
 package qemu

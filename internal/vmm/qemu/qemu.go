@@ -33,7 +33,8 @@ const (
 	AccelTCG  = "tcg"
 )
 
-// Handle.Data keys the driver fills. Recover needs all of them.
+// Handle.Data keys the driver fills. Recover needs all of them but
+// DataIncoming.
 const (
 	// DataStateDir is the VM's StateDir.
 	DataStateDir = "stateDir"
@@ -47,6 +48,8 @@ const (
 	DataLogOffset = "logOffset"
 	// DataAccel is the accelerator the VM runs on.
 	DataAccel = "accel"
+	// DataIncoming is "true" for a VM from StartIncoming.
+	DataIncoming = "incoming"
 )
 
 // Errors of the driver. Exit errors (vmm.ExitResult.Err, and the text of
@@ -147,6 +150,8 @@ var (
 	_ vmm.Driver    = (*Driver)(nil)
 	_ vmm.Announcer = (*Driver)(nil)
 	_ vmm.Capabler  = (*Driver)(nil)
+	_ vmm.Migrator  = (*Driver)(nil)
+	_ vmm.Sweeper   = (*Driver)(nil)
 )
 
 // New returns a Driver. With Config.Accel AccelAuto it first probes KVM
@@ -286,6 +291,9 @@ type vm struct {
 	proc                     process
 	// exited is closed when the process has ended and result is set.
 	exited chan struct{}
+	// migEvent receives a value (if it has room) on each QMP MIGRATION
+	// event, so a waiter looks at the migration at once.
+	migEvent chan struct{}
 
 	mu sync.Mutex
 	// mon is the QMP connection, nil if there is none.
@@ -299,6 +307,14 @@ type vm struct {
 	status  exitStatus
 	result  vmm.ExitResult
 	state   vmm.State
+	// incoming is set for a VM from StartIncoming until it is resumed:
+	// it waits for, or holds, a migrated guest and has never run.
+	incoming bool
+	// migrated is set on a source whose outgoing migration completed
+	// (QEMU's runstate postmigrate), until it is resumed.
+	migrated bool
+	// migrating is set while a Migrate of the VM runs.
+	migrating bool
 
 	// evMu guards shutdown only; it is never held while waiting, because
 	// the QMP event reader takes it.
@@ -403,6 +419,13 @@ func (d *Driver) release(id string, v *vm) {
 	}
 }
 
+// paused reports whether v's CPUs are stopped for a migration.
+func (v *vm) paused() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.incoming || v.migrated
+}
+
 // Start boots a VM and returns once QEMU answers on QMP and reports the VM
 // running. The guest is then booting; Start does not wait for it. If QEMU
 // exits during the start, the error quotes the end of its output (and of
@@ -424,7 +447,7 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Handle, error) {
 		return vmm.Handle{}, fmt.Errorf("start vm %s: %w", spec.ID, err)
 	}
 	t0 := time.Now()
-	v, err := d.launch(ctx, spec, args)
+	v, err := d.launch(ctx, spec, args, false, d.run)
 	if err != nil {
 		d.release(spec.ID, nil)
 		return vmm.Handle{}, fmt.Errorf("start vm %s: %w", spec.ID, err)
@@ -434,8 +457,10 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Handle, error) {
 	return v.handle, nil
 }
 
-// launch runs QEMU for spec and waits until the VM runs.
-func (d *Driver) launch(ctx context.Context, spec vmm.Spec, args []string) (*vm, error) {
+// launch runs QEMU for spec, connects QMP and calls ready, which lets the
+// VM run (or, for an incoming one, listen). incoming marks a VM from
+// StartIncoming.
+func (d *Driver) launch(ctx context.Context, spec vmm.Spec, args []string, incoming bool, ready func(context.Context, *vm, *monitor) error) (*vm, error) {
 	f := newFiles(spec.StateDir)
 	createdDir := false
 	if _, err := os.Stat(f.dir); errors.Is(err, fs.ErrNotExist) {
@@ -491,6 +516,8 @@ func (d *Driver) launch(ctx context.Context, spec vmm.Spec, args []string) (*vm,
 		consoleOffset: consoleOffset,
 		proc:          childProc{cmd},
 		exited:        make(chan struct{}),
+		migEvent:      make(chan struct{}, 1),
+		incoming:      incoming,
 	}
 	v.handle = vmm.Handle{
 		ID:        spec.ID,
@@ -505,8 +532,11 @@ func (d *Driver) launch(ctx context.Context, spec vmm.Spec, args []string) (*vm,
 			DataAccel:      d.mc.accel,
 		},
 	}
+	if incoming {
+		v.handle.Data[DataIncoming] = "true"
+	}
 	go d.reap(v)
-	if err := d.connect(ctx, v); err != nil {
+	if err := d.connect(ctx, v, ready); err != nil {
 		_ = v.kill("its start failed")
 		<-v.exited
 		return nil, fmt.Errorf("%w%s", err, v.outputTail(true))
@@ -514,9 +544,8 @@ func (d *Driver) launch(ctx context.Context, spec vmm.Spec, args []string) (*vm,
 	return v, nil
 }
 
-// connect waits for QEMU's QMP socket, connects, lets the CPUs run and checks
-// that the VM runs.
-func (d *Driver) connect(ctx context.Context, v *vm) error {
+// connect waits for QEMU's QMP socket, connects, and calls ready.
+func (d *Driver) connect(ctx context.Context, v *vm, ready func(context.Context, *vm, *monitor) error) error {
 	backoff := 5 * time.Millisecond
 	var m *monitor
 	for {
@@ -541,19 +570,37 @@ func (d *Driver) connect(ctx context.Context, v *vm) error {
 	v.mu.Lock()
 	v.mon = m
 	v.mu.Unlock()
-	if err := m.execute(ctx, "cont", nil, nil); err != nil {
+	if err := ready(ctx, v, m); err != nil {
 		return d.exitedOr(v, err)
 	}
+	return nil
+}
+
+// run lets the CPUs of a new VM run and checks that it runs.
+func (d *Driver) run(ctx context.Context, _ *vm, m *monitor) error {
+	if err := m.execute(ctx, "cont", nil, nil); err != nil {
+		return err
+	}
+	status, err := queryStatus(ctx, m)
+	if err != nil {
+		return err
+	}
+	if status != runstateRunning {
+		return fmt.Errorf("vm is %q after qmp cont, want running", status)
+	}
+	return nil
+}
+
+// queryStatus returns QEMU's runstate ("running", "paused", "inmigrate",
+// "postmigrate", ...).
+func queryStatus(ctx context.Context, m *monitor) (string, error) {
 	var status struct {
 		Status string `json:"status"`
 	}
 	if err := m.execute(ctx, "query-status", nil, &status); err != nil {
-		return d.exitedOr(v, err)
+		return "", err
 	}
-	if status.Status != "running" {
-		return fmt.Errorf("vm is %q after qmp cont, want running", status.Status)
-	}
-	return nil
+	return status.Status, nil
 }
 
 // exitedOr returns err, or says that QEMU exited if it did, which explains
@@ -592,6 +639,12 @@ func (d *Driver) eventHandler(v *vm) func(qmp.Event) {
 			d.log.Info("vm reset", "vm", v.id, "data", e.Data)
 		case "GUEST_PANICKED", "BLOCK_IO_ERROR":
 			d.log.Warn("vm event", "vm", v.id, "event", e.Event, "data", e.Data)
+		case "MIGRATION":
+			d.log.Debug("vm migration", "vm", v.id, "status", e.Data["status"])
+			select {
+			case v.migEvent <- struct{}{}:
+			default:
+			}
 		default:
 			d.log.Debug("vm event", "vm", v.id, "event", e.Event, "data", e.Data)
 		}
@@ -620,6 +673,11 @@ func (d *Driver) reap(v *vm) {
 	v.evMu.Unlock()
 	v.mu.Lock()
 	state, err := exitOutcome(v.id, st, sd, v.stopping, v.killWhy, func() string { return v.outputTail(false) })
+	if v.incoming && errors.Is(err, ErrCrashed) {
+		// QEMU exits when its incoming migration fails (or the source
+		// cancels it): the VM never ran.
+		err = fmt.Errorf("%w: %w", vmm.ErrIncomingFailed, err)
+	}
 	v.status = st
 	v.state = state
 	v.result = vmm.ExitResult{ID: v.id, Err: err, At: at}
@@ -750,6 +808,7 @@ func (d *Driver) adopt(ctx context.Context, h vmm.Handle, startTime uint64) (*vm
 		logOffset:  logOffset,
 		proc:       proc,
 		exited:     make(chan struct{}),
+		migEvent:   make(chan struct{}, 1),
 	}
 	v.handle.Data = maps.Clone(h.Data)
 	go d.reap(v)
@@ -760,13 +819,29 @@ func (d *Driver) adopt(ctx context.Context, h vmm.Handle, startTime uint64) (*vm
 		d.log.Warn("recovered vm without qmp; will retry when needed", "vm", h.ID, "err", err)
 		return v, nil
 	}
-	var status struct {
-		Status string `json:"status"`
-	}
-	if err := m.execute(qctx, "query-status", nil, &status); err != nil {
+	status, err := queryStatus(qctx, m)
+	if err != nil {
 		d.log.Warn("recovered vm: qmp query-status failed", "vm", h.ID, "err", err)
-	} else if status.Status != "running" {
-		d.log.Warn("recovered vm is not running", "vm", h.ID, "status", status.Status)
+		return v, nil
+	}
+	status, err = d.recoverMigration(qctx, v, m, status)
+	if err != nil {
+		d.log.Warn("recovered vm: its migration is in an unknown state", "vm", h.ID, "err", err)
+	}
+	switch {
+	case status == runstateRunning:
+	case status == runstateInmigrate || (status == runstatePaused && h.Data[DataIncoming] == "true"):
+		v.mu.Lock()
+		v.incoming = true
+		v.mu.Unlock()
+		d.log.Info("recovered vm is an incoming migration target, not resumed", "vm", h.ID, "status", status)
+	case status == runstatePostmigrate:
+		v.mu.Lock()
+		v.migrated = true
+		v.mu.Unlock()
+		d.log.Info("recovered vm was migrated away and is paused", "vm", h.ID)
+	default:
+		d.log.Warn("recovered vm is not running", "vm", h.ID, "status", status)
 	}
 	return v, nil
 }
@@ -854,7 +929,9 @@ func (d *Driver) Wait(ctx context.Context, id string) (<-chan vmm.ExitResult, er
 // up to timeout (Config.StopTimeout if 0) for QEMU to exit, then kills it.
 // It returns nil once QEMU is gone, and at once for a VM that does not run
 // (including one whose Start is still in progress). If ctx ends first, Stop
-// returns ctx's error and the VM may still be shutting down.
+// returns ctx's error and the VM may still be shutting down. A VM paused
+// for a live migration (vmm.Status.Paused) cannot power off: Stop kills it
+// at once.
 func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) error {
 	v := d.lookup(id)
 	if v == nil || !v.running() {
@@ -865,7 +942,20 @@ func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) err
 	}
 	v.mu.Lock()
 	v.stopping = true
+	paused := v.incoming || v.migrated
 	v.mu.Unlock()
+	if paused {
+		// A guest paused for a migration cannot act on the power button.
+		if err := v.kill("stopped while paused for a live migration"); err != nil {
+			return fmt.Errorf("stop vm %s: %w", id, err)
+		}
+		select {
+		case <-v.exited:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("stop vm %s: %w", id, ctx.Err())
+		}
+	}
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var pressing atomic.Bool
@@ -955,7 +1045,10 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 	return nil
 }
 
-// Inspect reports the state of the VM's latest run, or vmm.ErrNotFound.
+// Inspect reports the state of the VM's latest run, or vmm.ErrNotFound. A
+// VM whose QEMU runs is vmm.StateRunning, with Paused set if it waits for
+// or holds an incoming migration (before Resume) or has been migrated away
+// (QEMU's runstates inmigrate, paused and postmigrate).
 func (d *Driver) Inspect(_ context.Context, id string) (vmm.Status, error) {
 	v := d.lookup(id)
 	if v == nil {
@@ -969,6 +1062,8 @@ func (d *Driver) Inspect(_ context.Context, id string) (vmm.Status, error) {
 			st.ExitError = v.result.Err.Error()
 		}
 		v.mu.Unlock()
+	} else {
+		st.Paused = v.paused()
 	}
 	return st, nil
 }
