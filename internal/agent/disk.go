@@ -73,7 +73,8 @@ type replDisk struct {
 	be   *nbd.FileBackend
 	prim *repl.Primary
 	sec  *repl.Secondary
-	sock string // primary: the NBD socket QEMU uses
+	sock string       // primary: the NBD socket QEMU uses
+	srv  *gatedServer // primary: serves the disk on sock
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -120,6 +121,9 @@ func (d *replDisk) getPeer() api.Peer {
 // the file. QEMU, if it still runs, loses its disk: callers stop it first.
 func (d *replDisk) close() error {
 	d.cancel()
+	if d.srv != nil {
+		d.srv.close()
+	}
 	var errs []error
 	if d.prim != nil {
 		errs = append(errs, d.prim.Close())
@@ -129,9 +133,6 @@ func (d *replDisk) close() error {
 	}
 	d.wg.Wait()
 	errs = append(errs, d.be.Close())
-	if d.sock != "" {
-		os.Remove(d.sock)
-	}
 	return errors.Join(errs...)
 }
 
@@ -212,26 +213,24 @@ func (w *worker) ensurePrimary(inst *api.Instance, peer *api.Peer) (string, erro
 		return "", fmt.Errorf("disk of %s: %w", w.name, err)
 	}
 	d.prim = prim
-	if err := os.MkdirAll(filepath.Dir(d.sock), stateDirMod); err != nil {
-		d.close()
-		return "", err
-	}
-	os.Remove(d.sock)
-	ln, err := net.Listen("unix", d.sock)
-	if err != nil {
-		d.close()
-		return "", fmt.Errorf("disk of %s: nbd socket: %w", w.name, err)
-	}
-	srv := nbd.NewServer(nbd.Config{
-		Exports:  map[string]nbd.Export{"": {Backend: prim, Description: w.name}},
-		MinBlock: 512,
-		Logger:   d.log,
-	})
-	d.wg.Go(func() {
-		if err := srv.Serve(ctx, ln); err != nil && ctx.Err() == nil {
-			d.log.Error("nbd server stopped", "err", err)
+	if w.incoming != nil {
+		// A live migration's target: its QEMU is connected to this
+		// socket already, its requests held by the gate until now.
+		d.srv, w.incoming = w.incoming, nil
+		defer w.closeIncomingEarly() // the gate reads through the primary now
+	} else {
+		if err := os.MkdirAll(filepath.Dir(d.sock), stateDirMod); err != nil {
+			d.close()
+			return "", err
 		}
-	})
+		srv, err := startGatedServer(a.runCtx, d.sock, newGate(prim.Size()), w.name, d.log)
+		if err != nil {
+			d.close()
+			return "", fmt.Errorf("disk of %s: nbd socket: %w", w.name, err)
+		}
+		d.srv = srv
+	}
+	d.srv.gate.open(prim)
 	d.wg.Go(func() { d.linkLoop(ctx) })
 	d.wg.Go(func() { d.reportLoop(ctx) })
 	a.mu.Lock()

@@ -100,30 +100,38 @@ func (w *worker) prepare(ctx context.Context, inst *api.Instance, nw *api.Networ
 	} else {
 		spec.DiskPath = disk
 	}
+	return spec, w.bootAndNIC(ctx, inst, nw, disk, &spec)
+}
+
+// bootAndNIC completes spec with the kernel and initrd extracted from the
+// instance's disk at disk, and its NIC: a tap on the host bridge with the
+// instance's MAC, and the boot arguments that give the guest its address.
+func (w *worker) bootAndNIC(ctx context.Context, inst *api.Instance, nw *api.Network, disk string, spec *vmm.Spec) error {
+	a := w.a
 	bootDir := filepath.Join(spec.StateDir, "boot")
 	if err := os.MkdirAll(bootDir, stateDirMod); err != nil {
-		return spec, err
+		return err
 	}
 	kernel, initrd, err := image.ExtractBoot(ctx, disk, bootDir)
 	if err != nil {
-		return spec, fmt.Errorf("boot files of %s: %w", w.name, err)
+		return fmt.Errorf("boot files of %s: %w", w.name, err)
 	}
 	spec.Kernel, spec.Initrd = kernel, initrd
 	var ipCIDR, gw string
 	if nw != nil && inst.Spec.IP != "" {
 		pfx, err := netip.ParsePrefix(nw.CIDR)
 		if err != nil {
-			return spec, fmt.Errorf("network %s: %w", nw.Name, err)
+			return fmt.Errorf("network %s: %w", nw.Name, err)
 		}
 		ipCIDR, gw = fmt.Sprintf("%s/%d", inst.Spec.IP, pfx.Bits()), nw.Gateway
 		tap := netid.TapName(inst.Name)
 		if err := netid.EnsureTap(tap, a.bridge, 0); err != nil {
-			return spec, fmt.Errorf("network of %s: %w", w.name, err)
+			return fmt.Errorf("network of %s: %w", w.name, err)
 		}
 		spec.TapName, spec.MAC = tap, inst.Spec.MAC
 	}
 	spec.Cmdline = image.BootArgs(inst.Name, ipCIDR, gw)
-	return spec, nil
+	return nil
 }
 
 // unprepare removes what prepare made for a VM on this host. The disk goes

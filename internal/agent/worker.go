@@ -76,6 +76,20 @@ type worker struct {
 	bootWarm bool
 	// stopProbing ends the health prober of the running VM.
 	stopProbing context.CancelFunc
+	// incoming, on a live migration's target, serves the disk of the VM
+	// waiting for the memory stream, through a gate that opens when this
+	// host becomes the disk's primary (ensurePrimary takes it over).
+	incoming *gatedServer
+	// incomingEarly is the replica file the incoming gate reads from
+	// until it opens.
+	incomingEarly *os.File
+	// migOp is the migration this worker last acted on, and migDone how
+	// far it got; incomingURI is where its incoming VM listens.
+	migOp, migDone, incomingURI string
+	// migCancel stops the transfer of migration migCancelOp (guarded by
+	// a.mu: assign calls it when the migration is gone).
+	migCancelOp string
+	migCancel   context.CancelFunc
 }
 
 // workerLocked returns the worker of name, creating and starting it (after
@@ -104,6 +118,7 @@ func (a *Agent) assign(ev api.AssignmentEvent, session uint64) {
 	w := a.workerLocked(inst.Name, nil)
 	w.desired, w.session, w.released, w.why, w.gone = inst, session, false, "", false
 	w.network, w.image, w.role, w.peer = ev.Network, ev.Image, ev.Role, ev.Peer
+	w.cancelStaleMigrationLocked(inst)
 	if w.role == "" {
 		w.role = api.RolePrimary // a server that predates roles
 	}
@@ -209,6 +224,11 @@ func (w *worker) reconcile(ctx context.Context) (wait time.Duration, done bool) 
 	}
 	if w.a.fenceBlocks(session) {
 		return 0, false // fenced, or the assignment predates the fence
+	}
+	if !inst.Status.Deleting {
+		if wait, handled := w.reconcileMigration(ctx, gen, inst, nw, im, role, peer); handled {
+			return wait, false
+		}
 	}
 	if role == api.RoleSecondary {
 		return w.reconcileSecondary(ctx, inst, peer)
@@ -519,6 +539,12 @@ func (w *worker) exited(res vmm.ExitResult, ok bool) {
 		return // the agent is stopping
 	}
 	w.setRunning(false)
+	if w.incoming != nil {
+		// A VM waiting for a live migration ends by itself when the
+		// migration fails; the migration's own report says why.
+		w.log.Info("incoming vm exited", "err", res.Err)
+		return
+	}
 	at := res.At
 	if at.IsZero() {
 		at = time.Now()

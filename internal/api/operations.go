@@ -3,15 +3,15 @@ package api
 import "strings"
 
 // OperationStates lists the states of an operation, for validation and docs.
-var OperationStates = []string{OpRunning, OpSucceeded, OpFailed}
+var OperationStates = []string{OpRunning, OpSucceeded, OpFailed, OpCancelled}
 
 // OperationFilter selects operations, as the query of GET /v1/operations
 // does: an empty field matches every operation.
 type OperationFilter struct {
 	// Instance keeps the operations acting on the named instance.
 	Instance string
-	// State keeps the operations in that state: Running, Succeeded or
-	// Failed.
+	// State keeps the operations in that state: Running, Succeeded,
+	// Failed or Cancelled.
 	State string
 }
 

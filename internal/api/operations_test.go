@@ -22,7 +22,7 @@ func TestOperationFilter(t *testing.T) {
 		{name: "other state", f: api.OperationFilter{Instance: "web-1", State: api.OpFailed}},
 		{name: "bad instance", f: api.OperationFilter{Instance: "Web_1"}, wantField: "instance"},
 		{name: "bad state", f: api.OperationFilter{State: "running"}, wantField: "state",
-			wantMsg: `state: must be Running, Succeeded or Failed, got "running"`},
+			wantMsg: `state: must be Running, Succeeded, Failed or Cancelled, got "running"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -161,6 +161,9 @@ type InstanceStatus struct {
 	// Operation names the operation (failover, migration) acting on the
 	// instance, while it runs.
 	Operation string `json:"operation,omitempty"`
+	// Migration is the migration in flight, if any: both hosts' agents
+	// act on it (see MigrationStatus).
+	Migration *MigrationStatus `json:"migration,omitempty"`
 }
 
 // Operation is a long action ferry takes on an instance, such as a
@@ -169,8 +172,11 @@ type InstanceStatus struct {
 // a restarted leader resumes it and two cannot run at once.
 type Operation struct {
 	Meta
-	// Type is "failover".
-	Type     string `json:"type"`
+	// Type is "failover" or "migrate".
+	Type string `json:"type"`
+	// Mode is a migration's mode, "live" or "cold" (it turns cold when a
+	// live transfer falls back).
+	Mode     string `json:"mode,omitempty"`
 	Instance string `json:"instance"`
 	// Cause says why ferry acted, e.g. "host-1's lease expired".
 	Cause string `json:"cause"`
@@ -178,10 +184,17 @@ type Operation struct {
 	To    string `json:"to,omitempty"`
 	// Epoch is the epoch the instance's disk has on To.
 	Epoch uint64 `json:"epoch,omitempty"`
-	// State is Running, Succeeded or Failed.
+	// State is Running, Succeeded, Failed or Cancelled.
 	State   string          `json:"state"`
 	Message string          `json:"message,omitempty"`
 	Steps   []OperationStep `json:"steps"`
+	// Progress is a live migration's memory transfer, as the source
+	// reported it last (at most once a second).
+	Progress *MigrationProgress `json:"progress,omitempty"`
+	// DowntimeMS is how long the guest was paused (live: QEMU's own
+	// measure) or down (cold: from the shutdown to serving, or to the boot
+	// when it has no health probe), once known.
+	DowntimeMS int64 `json:"downtimeMs,omitempty"`
 	// BootsBefore is the instance's boot count when the operation began;
 	// a higher one means the VM booted on To.
 	BootsBefore int       `json:"bootsBefore"`
@@ -196,6 +209,9 @@ const (
 	OpRunning   = "Running"
 	OpSucceeded = "Succeeded"
 	OpFailed    = "Failed"
+	// OpCancelled ends an operation a user cancelled (a migration before
+	// its switch).
+	OpCancelled = "Cancelled"
 
 	StepDetected = "detected"
 	StepFenced   = "fenced"
@@ -353,6 +369,12 @@ type NodeSpec struct {
 	// server's --spread-label names the one whose values keep an
 	// instance's primary and replica apart.
 	Labels map[string]string `json:"labels,omitempty"`
+	// Drain, while set, moves every instance off the node (see
+	// DrainSpec); the node is unschedulable meanwhile.
+	Drain *DrainSpec `json:"drain,omitempty"`
+	// Restore, while set, moves the instances a drain took off the node
+	// back to it (undrain --restore); the controller clears it when done.
+	Restore *RestoreSpec `json:"restore,omitempty"`
 }
 
 // NodePatch is the body of PATCH /v1/nodes/{name}: a JSON merge patch of
@@ -381,6 +403,9 @@ type NodeStatus struct {
 	Accel         string    `json:"accel,omitempty"`
 	CertSerial    string    `json:"certSerial,omitempty"`
 	LastHeartbeat time.Time `json:"lastHeartbeat"`
+	// Drain is the progress of a drain or restore of the node, or of
+	// migrations from or to it; computed on read.
+	Drain *DrainStatus `json:"drain,omitempty"`
 }
 
 // Image is a registered disk image instances are cloned from.

@@ -75,6 +75,15 @@ type fakeAPI struct {
 	operations []api.Operation
 	// cluster is what the /v1/cluster routes run the scheduler on.
 	cluster scheduler.Snapshot
+	// migrateOps scripts POST /v1/instances/{name}/migrate: the first
+	// operation is created and answered, each GET of it then takes the
+	// next one (the last one stays). Empty: a default operation.
+	migrateOps []api.Operation
+	// opScripts scripts GET /v1/operations/{name}, as statuses does for
+	// instances.
+	opScripts map[string][]api.Operation
+	// nodeScripts scripts GET /v1/nodes/{name} the same way.
+	nodeScripts map[string][]api.Node
 }
 
 func newFakeAPI() *fakeAPI {
@@ -91,6 +100,8 @@ func newFakeAPI() *fakeAPI {
 		uploads:     map[string]int64{},
 		consoleDone: make(chan struct{}),
 		statuses:    map[string][]*api.InstanceStatus{},
+		opScripts:   map[string][]api.Operation{},
+		nodeScripts: map[string][]api.Node{},
 	}
 	f.failImage = "broken"
 	return f
@@ -280,6 +291,13 @@ func (f *fakeAPI) handler() http.Handler {
 			writeError(w, 404, "not_found", "", "node %q not found", r.PathValue("name"))
 			return
 		}
+		if seq := f.nodeScripts[n.Name]; len(seq) > 0 {
+			next := seq[0]
+			if len(seq) > 1 {
+				f.nodeScripts[n.Name] = seq[1:]
+			}
+			*n = next
+		}
 		writeJSON(w, 200, n)
 	})
 	mux.HandleFunc("DELETE /v1/nodes/{name}", func(w http.ResponseWriter, r *http.Request) {
@@ -430,13 +448,146 @@ func (f *fakeAPI) handler() http.Handler {
 		writeJSON(w, 200, l)
 	})
 	mux.HandleFunc("GET /v1/operations/{name}", func(w http.ResponseWriter, r *http.Request) {
-		for _, op := range f.operations {
-			if op.Name == r.PathValue("name") {
-				writeJSON(w, 200, op)
+		for i, op := range f.operations {
+			if op.Name != r.PathValue("name") {
+				continue
+			}
+			if seq := f.opScripts[op.Name]; len(seq) > 0 {
+				op = seq[0]
+				if len(seq) > 1 {
+					f.opScripts[op.Name] = seq[1:]
+				}
+				f.operations[i] = op
+			}
+			writeJSON(w, 200, op)
+			return
+		}
+		writeError(w, 404, "not_found", "", "operation %q not found", r.PathValue("name"))
+	})
+	mux.HandleFunc("POST /v1/instances/{name}/migrate", func(w http.ResponseWriter, r *http.Request) {
+		var req api.MigrateRequest
+		if body := f.bodies[r.URL.Path]; body != "" {
+			if err := api.DecodeBytes([]byte(body), &req); err != nil {
+				writeError(w, 400, "invalid", "", "%v", err)
 				return
 			}
 		}
+		if err := req.Validate(); err != nil {
+			var fe *api.FieldError
+			errors.As(err, &fe)
+			writeError(w, 400, "invalid", fe.Field, "%s", fe.Error())
+			return
+		}
+		in, ok := f.instances[r.PathValue("name")]
+		switch {
+		case !ok:
+			writeError(w, 404, "not_found", "", "instance %q not found", r.PathValue("name"))
+			return
+		case req.To != "" && f.nodes[req.To] == nil:
+			writeError(w, 400, "invalid", "to", "node %q does not exist (see: ferry node ls)", req.To)
+			return
+		case in.Status.Phase != api.PhaseRunning:
+			writeError(w, 409, "conflict", "", "instance %q is %s, not Running: only a running instance migrates", in.Name, in.Status.Phase)
+			return
+		}
+		req = req.WithDefaults()
+		ops := f.migrateOps
+		if len(ops) == 0 {
+			to := req.To
+			if to == "" {
+				to = in.Status.ReplicaNode
+			}
+			ops = []api.Operation{{Meta: api.Meta{Name: fmt.Sprintf("migrate-%s-%d-1", in.Name, in.Status.Epoch), CreatedAt: testNow},
+				Type: api.OpMigrate, Mode: req.Mode, Instance: in.Name, Cause: "requested by admin", From: in.Status.Node, To: to,
+				State: api.OpRunning, StartedAt: testNow, Steps: []api.OperationStep{{Name: api.StepRequested, At: testNow}}}}
+		}
+		f.operations = append(f.operations, ops[0])
+		if len(ops) > 1 {
+			f.opScripts[ops[0].Name] = ops[1:]
+		}
+		writeJSON(w, 202, ops[0])
+	})
+	mux.HandleFunc("POST /v1/operations/{name}/cancel", func(w http.ResponseWriter, r *http.Request) {
+		for i, op := range f.operations {
+			if op.Name != r.PathValue("name") {
+				continue
+			}
+			switch {
+			case op.Type != api.OpMigrate:
+				writeError(w, 400, "invalid", "", "operation %q is a %s: only migrations can be cancelled", op.Name, op.Type)
+			case op.State != api.OpRunning:
+				writeError(w, 409, "conflict", "", "operation %q already ended: %s", op.Name, op.State)
+			case op.Step(api.StepSwitched) != nil:
+				writeError(w, 409, "conflict", "", "the disk's primary already moved to %s; the migration completes", op.To)
+			default:
+				op.State, op.Message, op.EndedAt = api.OpCancelled, "cancelled by admin in phase ready", testNow
+				f.operations[i] = op
+				writeJSON(w, 200, op)
+			}
+			return
+		}
 		writeError(w, 404, "not_found", "", "operation %q not found", r.PathValue("name"))
+	})
+	mux.HandleFunc("POST /v1/nodes/{name}/drain", func(w http.ResponseWriter, r *http.Request) {
+		n, ok := f.nodes[r.PathValue("name")]
+		if !ok {
+			writeError(w, 404, "not_found", "", "node %q not found", r.PathValue("name"))
+			return
+		}
+		var req api.DrainRequest
+		if body := f.bodies[r.URL.Path]; body != "" {
+			if err := api.DecodeBytes([]byte(body), &req); err != nil {
+				writeError(w, 400, "invalid", "", "%v", err)
+				return
+			}
+		}
+		if err := req.Validate(); err != nil {
+			var fe *api.FieldError
+			errors.As(err, &fe)
+			writeError(w, 400, "invalid", fe.Field, "%s", fe.Error())
+			return
+		}
+		req = req.WithDefaults()
+		f.rv++
+		n.ResourceVersion = strconv.Itoa(f.rv)
+		n.Spec.Unschedulable = true
+		n.Spec.Drain = &api.DrainSpec{Mode: req.Mode, MaxConcurrent: req.MaxConcurrent, StartedAt: testNow}
+		left := 0
+		for _, in := range f.instances {
+			if in.Status.Node == n.Name {
+				left++
+			}
+		}
+		n.Status.Drain = &api.DrainStatus{Remaining: left}
+		writeJSON(w, 200, n)
+	})
+	mux.HandleFunc("POST /v1/nodes/{name}/undrain", func(w http.ResponseWriter, r *http.Request) {
+		n, ok := f.nodes[r.PathValue("name")]
+		if !ok {
+			writeError(w, 404, "not_found", "", "node %q not found", r.PathValue("name"))
+			return
+		}
+		var req api.UndrainRequest
+		if body := f.bodies[r.URL.Path]; body != "" {
+			if err := api.DecodeBytes([]byte(body), &req); err != nil {
+				writeError(w, 400, "invalid", "", "%v", err)
+				return
+			}
+		}
+		if req.Restore && n.Spec.Drain == nil {
+			writeError(w, 409, "conflict", "restore", "node %q is not being drained: there is nothing to restore", n.Name)
+			return
+		}
+		f.rv++
+		n.ResourceVersion = strconv.Itoa(f.rv)
+		if req.Restore && len(n.Spec.Drain.Took) > 0 {
+			n.Spec.Restore = &api.RestoreSpec{Instances: n.Spec.Drain.Took, Mode: n.Spec.Drain.Mode, MaxConcurrent: n.Spec.Drain.MaxConcurrent, StartedAt: testNow}
+			n.Status.Drain = &api.DrainStatus{Restoring: len(n.Spec.Drain.Took)}
+		} else {
+			n.Status.Drain = nil
+		}
+		n.Spec.Drain, n.Spec.Unschedulable = nil, false
+		writeJSON(w, 200, n)
 	})
 	mux.HandleFunc("PATCH /v1/nodes/{name}", func(w http.ResponseWriter, r *http.Request) {
 		n, ok := f.nodes[r.PathValue("name")]

@@ -21,8 +21,13 @@ type waitFlags struct {
 }
 
 func (w *waitFlags) bind(cmd *cobra.Command, what string) {
-	cmd.Flags().BoolVar(&w.wait, "wait", false, "wait until the instance is "+what+", printing progress")
-	cmd.Flags().DurationVar(&w.timeout, "timeout", 5*time.Minute, "how long --wait waits")
+	w.bindFor(cmd, "wait until the instance is "+what+", printing progress", 5*time.Minute)
+}
+
+// bindFor adds --wait, described by usage, and --timeout with its default.
+func (w *waitFlags) bindFor(cmd *cobra.Command, usage string, timeout time.Duration) {
+	cmd.Flags().BoolVar(&w.wait, "wait", false, usage)
+	cmd.Flags().DurationVar(&w.timeout, "timeout", timeout, "how long --wait waits")
 }
 
 func (a *app) newInstanceCmd() *cobra.Command {
@@ -35,6 +40,7 @@ func (a *app) newInstanceCmd() *cobra.Command {
 		a.newInstanceStartStopCmd("stop"),
 		a.newInstanceRemoveCmd(),
 		a.newInstanceWaitSyncedCmd(),
+		a.newInstanceMigrateCmd(),
 		a.newInstanceHistoryCmd(),
 		a.newConsoleCmd(),
 		a.newLogsCmd(),
@@ -345,6 +351,9 @@ func (a *app) printInstance(in *api.Instance) error {
 	d.add("Replica host", in.Status.ReplicaNode)
 	d.add("Disk replication", diskReplication(in))
 	d.add("Replica", replicaState(in))
+	if m := in.Status.Migration; m != nil {
+		d.add("Migration", describeMigration(m))
+	}
 	d.add("Network", in.Spec.Network)
 	d.add("IP", in.Spec.IP)
 	d.add("MAC", in.Spec.MAC)

@@ -21,6 +21,8 @@ func (a *app) newNodeCmd() *cobra.Command {
 		a.newNodeJoinTokenCmd(),
 		a.newNodeRemoveCmd(),
 		a.newNodeLabelCmd(),
+		a.newNodeDrainCmd(),
+		a.newNodeUndrainCmd(),
 	)
 	return cmd
 }
@@ -56,14 +58,27 @@ func (a *app) newNodeListCmd() *cobra.Command {
 	}
 }
 
-// nodeState is the node's state, with ",Unschedulable" when it is cordoned.
+// nodeState is the node's state, with ",Unschedulable" when it is
+// cordoned, ",Draining (2 left)" or ",Drained" while a drain is recorded,
+// ",Restoring (1 left)" while instances go back.
 func nodeState(n *api.Node) string {
 	s := string(n.Status.State)
 	if s == "" {
 		s = "Unknown"
 	}
-	if n.Spec.Unschedulable {
+	st := n.Status.Drain
+	switch {
+	case n.Spec.Drain != nil && st != nil && st.Drained:
+		s += ",Drained"
+	case n.Spec.Drain != nil && st != nil:
+		s += fmt.Sprintf(",Draining (%d left)", st.Remaining)
+	case n.Spec.Drain != nil:
+		s += ",Draining"
+	case n.Spec.Unschedulable:
 		s += ",Unschedulable"
+	}
+	if r := n.Spec.Restore; r != nil {
+		s += fmt.Sprintf(",Restoring (%d left)", len(r.Instances))
 	}
 	return s
 }
@@ -106,6 +121,17 @@ func (a *app) printNode(n *api.Node) error {
 	d.add("Agent version", n.Status.AgentVersion)
 	d.add("Accelerator", n.Status.Accel)
 	d.add("Labels", api.FormatLabels(n.Spec.Labels))
+	if dr := n.Spec.Drain; dr != nil {
+		d.add("Drain", fmt.Sprintf("%s, %d at a time, since %s", dr.Mode, dr.MaxConcurrent, timestamp(now, dr.StartedAt)))
+		d.add("Drain progress", drainProgress(n))
+		d.add("Drain took", strings.Join(dr.Took, ", "))
+	}
+	if r := n.Spec.Restore; r != nil {
+		d.add("Restore", fmt.Sprintf("%s, %d at a time, since %s; to move back: %s", r.Mode, r.MaxConcurrent, timestamp(now, r.StartedAt), strings.Join(r.Instances, ", ")))
+		if n.Spec.Drain == nil {
+			d.add("Restore progress", drainProgress(n))
+		}
+	}
 	d.add("Certificate serial", n.Status.CertSerial)
 	d.add("Joined", timestamp(now, n.CreatedAt))
 	d.add("UID", n.UID)

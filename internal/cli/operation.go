@@ -17,11 +17,12 @@ import (
 )
 
 func (a *app) newOperationCmd() *cobra.Command {
-	cmd := newGroup("operation", "List and show what ferry did on its own, such as failovers", "op", "ops", "operations")
-	cmd.Long = `Operations are the long actions ferry takes on an instance by itself, such as
-a failover when the instance's host dies: their cause, each step with its time,
-and how they ended. See also: ferry instance history NAME.`
-	cmd.AddCommand(a.newOperationListCmd(), a.newOperationShowCmd())
+	cmd := newGroup("operation", "List, show and cancel long actions: failovers, migrations", "op", "ops", "operations")
+	cmd.Long = `Operations are the long actions ferry takes on an instance, such as a failover
+when the instance's host dies or a migration: their cause, each step with its
+time, and how they ended. A migration can be cancelled before its switch. See
+also: ferry instance history NAME.`
+	cmd.AddCommand(a.newOperationListCmd(), a.newOperationShowCmd(), a.newOperationCancelCmd())
 	return cmd
 }
 
@@ -32,7 +33,7 @@ func (a *app) newOperationListCmd() *cobra.Command {
 		Aliases: []string{"list"},
 		Short:   "List operations, newest first",
 		Long: `List operations, newest first. --instance keeps those of one instance (which
-may have been deleted since), --state those Running, Succeeded or Failed.
+may have been deleted since), --state those Running, Succeeded, Failed or Cancelled.
 TOOK is how long the operation took, or how long it has been running.`,
 		Example: "  ferry operation ls\n  ferry ops ls --instance web-1 --state Failed",
 		Args:    noArgs,
@@ -54,7 +55,7 @@ TOOK is how long the operation took, or how long it has been running.`,
 		},
 	}
 	cmd.Flags().StringVar(&instance, "instance", "", "only the operations of this instance")
-	cmd.Flags().StringVar(&state, "state", "", "only the operations in this state: Running, Succeeded or Failed")
+	cmd.Flags().StringVar(&state, "state", "", "only the operations in this state: Running, Succeeded, Failed or Cancelled")
 	return cmd
 }
 
@@ -157,6 +158,9 @@ func (a *app) printOperation(op *api.Operation) error {
 	d := newDetails(a.stdout())
 	d.add("ID", op.Name)
 	d.add("Type", op.Type)
+	if op.Mode != "" {
+		d.add("Mode", op.Mode)
+	}
 	d.add("Instance", op.Instance)
 	d.add("Cause", op.Cause)
 	d.add("From", op.From)
@@ -171,6 +175,12 @@ func (a *app) printOperation(op *api.Operation) error {
 	d.add("Started", timestamp(now, op.StartedAt))
 	d.add("Ended", timestamp(now, op.EndedAt))
 	d.add("Took", took(now, op))
+	if p := op.Progress; p != nil && op.State == api.OpRunning {
+		d.add("Progress", fmt.Sprintf("%s of %s sent, %s left (at %s)", fmtBytes(api.Bytes(p.RAMTransferred)), fmtBytes(api.Bytes(p.RAMTotal)), fmtBytes(api.Bytes(p.RAMRemaining)), p.At.Local().Format(stepTimeFormat)))
+	}
+	if op.DowntimeMS > 0 {
+		d.add("Downtime", downtime(op))
+	}
 	d.add("Boots before", strconv.Itoa(op.BootsBefore))
 	d.add("UID", op.UID)
 	d.add("Resource version", op.ResourceVersion)

@@ -129,7 +129,7 @@ func TestOperationCommands(t *testing.T) {
 		{
 			name:     "ls bad --state",
 			args:     []string{"operation", "ls", "--state", "done"},
-			wantErr:  `--state: must be Running, Succeeded or Failed, got "done"`,
+			wantErr:  `--state: must be Running, Succeeded, Failed or Cancelled, got "done"`,
 			wantReqs: []string{},
 		},
 		{

@@ -179,7 +179,10 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 	if err := c.failover(ctx, nodes, alive, insts); err != nil {
 		errs = append(errs, err)
 	}
-	if err := c.trackOperations(ctx, insts); err != nil {
+	if err := c.trackOperations(ctx, alive, insts); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.drains(ctx, nodes, alive); err != nil {
 		errs = append(errs, err)
 	}
 	if err := c.place(ctx, nodes, alive, insts); err != nil {

@@ -94,6 +94,20 @@ func (c *Controller) failOne(ctx context.Context, cluster *scheduler.Cluster, no
 		downSince = in.Status.ServingSince
 	}
 	var ops []clientv3.Op
+	var cmps []clientv3.Cmp
+	if in.Status.Migration != nil {
+		// The migration cannot go on without this host; the failover
+		// (or the wait for a host) takes over, in the same transaction.
+		outcome := "failed over to " + target
+		if blocked != "" {
+			outcome = "it cannot fail over: " + blocked
+		}
+		mcmps, mops, err := c.abandonMigration(ctx, in, dead.Name, outcome, now)
+		if err != nil {
+			return err
+		}
+		cmps, ops = append(cmps, mcmps...), append(ops, mops...)
+	}
 	if in.Status.Serving {
 		in.Status.Serving, in.Status.ServingSince = false, downSince
 		ops = append(ops, c.s.EventOp(api.Event{Time: downSince, Kind: api.KindInstance, Name: in.Name, Node: dead.Name, Type: "NotServing", Message: "host " + dead.Name + " is down"}))
@@ -106,7 +120,7 @@ func (c *Controller) failOne(ctx context.Context, cluster *scheduler.Cluster, no
 		in.Status.Message = "host " + dead.Name + " is down; " + blocked
 		ops = append(ops, c.s.EventOp(api.Event{Time: now, Kind: api.KindInstance, Name: in.Name, Node: dead.Name, Type: "FailoverBlocked", Message: in.Status.Message}))
 		c.log.Warn("failover waits for room", "instance", in.Name, "node", dead.Name, "reason", blocked)
-		return c.s.Instances.Update(ctx, in, ops...)
+		return c.updateWith(ctx, in, cmps, ops)
 	}
 	if blocked != "" {
 		msg := "cannot fail over from " + dead.Name + ": " + blocked
@@ -118,7 +132,7 @@ func (c *Controller) failOne(ctx context.Context, cluster *scheduler.Cluster, no
 			ops = append(ops, c.s.EventOp(api.Event{Time: now, Kind: api.KindInstance, Name: in.Name, Node: dead.Name, Type: "FailoverBlocked", Message: msg}))
 			c.log.Warn("failover blocked", "instance", in.Name, "node", dead.Name, "reason", blocked)
 		}
-		return c.s.Instances.Update(ctx, in, ops...)
+		return c.updateWith(ctx, in, cmps, ops)
 	}
 
 	from := in.Status.Node
@@ -155,7 +169,7 @@ func (c *Controller) failOne(ctx context.Context, cluster *scheduler.Cluster, no
 	}
 	ops = append(ops, iop, oop, c.s.EventOp(api.Event{Time: now, Kind: api.KindInstance, Name: in.Name, Node: target, Type: "FailoverStarted",
 		Message: fmt.Sprintf("from %s to %s (%s); operation %s", from, target, detect, op.Name)}))
-	ok, _, err := c.s.Txn(ctx, []clientv3.Cmp{icmp, ocmp}, ops...)
+	ok, _, err := c.s.Txn(ctx, append([]clientv3.Cmp{icmp, ocmp}, cmps...), ops...)
 	if err != nil {
 		return err
 	}
@@ -168,6 +182,26 @@ func (c *Controller) failOne(ctx context.Context, cluster *scheduler.Cluster, no
 	}
 	if err := cluster.Place(in.Name, target, replica); err != nil {
 		c.log.Warn("scheduler view out of step", "instance", in.Name, "err", err)
+	}
+	return nil
+}
+
+// updateWith writes in, with ops, if it and everything cmps compares are
+// unchanged.
+func (c *Controller) updateWith(ctx context.Context, in *api.Instance, cmps []clientv3.Cmp, ops []clientv3.Op) error {
+	if len(cmps) == 0 {
+		return c.s.Instances.Update(ctx, in, ops...)
+	}
+	icmp, iop, err := c.s.Instances.UpdateOps(in)
+	if err != nil {
+		return err
+	}
+	ok, _, err := c.s.Txn(ctx, append([]clientv3.Cmp{icmp}, cmps...), append([]clientv3.Op{iop}, ops...)...)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return store.ErrConflict
 	}
 	return nil
 }
@@ -252,7 +286,7 @@ func (c *Controller) stable(n *api.Node, now time.Time) bool {
 
 // trackOperations moves running operations through their steps as the
 // instance's status shows them done, and ends them.
-func (c *Controller) trackOperations(ctx context.Context, insts []*api.Instance) error {
+func (c *Controller) trackOperations(ctx context.Context, alive map[string]bool, insts []*api.Instance) error {
 	ops, _, err := c.s.Operations.List(ctx)
 	if err != nil {
 		return err
@@ -267,7 +301,11 @@ func (c *Controller) trackOperations(ctx context.Context, insts []*api.Instance)
 		if op.State != api.OpRunning {
 			continue
 		}
-		if err := c.trackOne(ctx, op, byName[op.Instance], now); err != nil && !benign(err) {
+		track := func() error { return c.trackOne(ctx, op, byName[op.Instance], now) }
+		if op.Type == api.OpMigrate {
+			track = func() error { return c.trackMigration(ctx, op, byName[op.Instance], alive, now) }
+		}
+		if err := track(); err != nil && !benign(err) {
 			errs = append(errs, fmt.Errorf("operation %s: %w", op.Name, err))
 		}
 	}

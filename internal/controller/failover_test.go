@@ -129,7 +129,7 @@ func TestFailoverTransactionAndOperation(t *testing.T) {
 			t.Fatal(err)
 		}
 		insts, _, _ = s.Instances.List(ctx)
-		if err := c.trackOperations(ctx, insts); err != nil {
+		if err := c.trackOperations(ctx, alive, insts); err != nil {
 			t.Fatal(err)
 		}
 	}

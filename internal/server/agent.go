@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ferrycluster/ferry/internal/api"
+	"github.com/ferrycluster/ferry/internal/controller"
 	"github.com/ferrycluster/ferry/internal/store"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -183,6 +184,11 @@ func (s *Server) assignments(w http.ResponseWriter, r *http.Request) {
 // assignedTo reports whether node has a part in the instance: it runs it
 // (primary) or holds its disk's replica (secondary).
 func assignedTo(in *api.Instance, node string) bool {
+	if m := in.Status.Migration; m != nil && m.Target == node {
+		// A migration's target (on shared storage it holds no replica)
+		// gets the instance as secondary until the switch.
+		return true
+	}
 	return in.Status.Node == node || (in.Status.ReplicaNode == node && in.Spec.SharedPath() == "")
 }
 
@@ -226,12 +232,21 @@ func (s *Server) reportStatus(w http.ResponseWriter, r *http.Request) {
 				writeJSON(w, http.StatusOK, in)
 				return
 			}
-			ops := make([]clientv3.Op, len(evs))
-			for i, ev := range evs {
-				ev.Kind, ev.Name, ev.Node = api.KindInstance, in.Name, node
-				ops[i] = s.store.EventOp(ev)
+			for i := range evs {
+				evs[i].Kind, evs[i].Name, evs[i].Node = api.KindInstance, in.Name, node
 			}
-			err = s.store.Instances.Update(ctx, in, ops...)
+			if m := in.Status.Migration; rep.Booted && m != nil && m.Phase == api.MigSwitched && m.Target == node {
+				// A cold migration's target booted the guest: the
+				// migration is done but for the serving, which the
+				// controller waits for.
+				err = s.migrationBooted(ctx, in, evs, s.cfg.Now().UTC())
+			} else {
+				ops := make([]clientv3.Op, len(evs))
+				for i, ev := range evs {
+					ops[i] = s.store.EventOp(ev)
+				}
+				err = s.store.Instances.Update(ctx, in, ops...)
+			}
 			if err == nil {
 				writeJSON(w, http.StatusOK, in)
 				return
@@ -249,6 +264,26 @@ func (s *Server) reportStatus(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.storeError(w, "instance", name, store.ErrConflict)
+}
+
+// migrationBooted records, with a status report that says the target
+// booted the guest after a migration's switch, the "booted" step and the
+// end of the migration's part on the instance, in one transaction.
+func (s *Server) migrationBooted(ctx context.Context, in *api.Instance, evs []api.Event, now time.Time) error {
+	m := in.Status.Migration
+	in.Status.Migration = nil
+	op, err := s.store.Operations.Get(ctx, m.Operation)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		op = nil
+	case err != nil:
+		return err
+	case op.State == api.OpRunning && op.Step(api.StepBooted) == nil:
+		op.Steps = append(op.Steps, api.OperationStep{Name: api.StepBooted, At: now, Message: "booted on " + m.Target})
+	}
+	evs = append(evs, api.Event{Time: now, Kind: api.KindInstance, Name: in.Name, Node: m.Target, Type: "MigrationBooted",
+		Message: fmt.Sprintf("the guest booted on %s (%s); operation %s", m.Target, m.Mode, m.Operation)})
+	return controller.CommitMigrationChange(ctx, s.store, in.Name, in, op, evs...)
 }
 
 // applyReport folds a report into the status and returns the events it

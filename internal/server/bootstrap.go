@@ -119,12 +119,13 @@ func (s *Server) bootstrap(ctx context.Context) error {
 	return nil
 }
 
-// checkToken reports whether token is a valid API token.
-func (s *Server) checkToken(ctx context.Context, token string) (bool, error) {
+// checkToken reports whether token is a valid API token, and the name of
+// its user.
+func (s *Server) checkToken(ctx context.Context, token string) (string, bool, error) {
 	var rec tokenRecord
 	_, err := s.store.GetJSON(ctx, tokensDir+pki.HashAPIToken(token), &rec)
 	if errors.Is(err, store.ErrNotFound) {
-		return false, nil
+		return "", false, nil
 	}
-	return err == nil, err
+	return rec.Name, err == nil, err
 }

@@ -51,6 +51,7 @@ func (s *Server) routeTable() []Route {
 		{"PUT", "/v1/instances/{name}", authUser, s.updateInstance},
 		{"POST", "/v1/instances/{name}/start", authUser, s.startInstance},
 		{"POST", "/v1/instances/{name}/stop", authUser, s.stopInstance},
+		{"POST", "/v1/instances/{name}/migrate", authUser, s.migrateInstance},
 		{"DELETE", "/v1/instances/{name}", authUser, s.deleteInstance},
 		{"GET", "/v1/instances/{name}/logs", authUser, s.instanceLogs},
 		{"GET", "/v1/instances/{name}/console", authUser, s.instanceConsole},
@@ -58,6 +59,8 @@ func (s *Server) routeTable() []Route {
 		{"GET", "/v1/nodes/{name}", authUser, s.getNode},
 		{"PATCH", "/v1/nodes/{name}", authUser, s.patchNode},
 		{"DELETE", "/v1/nodes/{name}", authUser, s.deleteNode},
+		{"POST", "/v1/nodes/{name}/drain", authUser, s.drainNode},
+		{"POST", "/v1/nodes/{name}/undrain", authUser, s.undrainNode},
 		{"POST", "/v1/join-tokens", authUser, s.createJoinToken},
 		{"GET", "/v1/images", authUser, s.listImages},
 		{"GET", "/v1/images/{name}", authUser, s.getImage},
@@ -70,6 +73,7 @@ func (s *Server) routeTable() []Route {
 		{"GET", "/v1/events", authUser, s.events},
 		{"GET", "/v1/operations", authUser, s.listOperations},
 		{"GET", "/v1/operations/{name}", authUser, s.getOperation},
+		{"POST", "/v1/operations/{name}/cancel", authUser, s.cancelOperation},
 		{"GET", "/v1/cluster/check", authUser, s.clusterCheck},
 		{"GET", "/v1/cluster/capacity", authUser, s.clusterCapacity},
 		{"GET", "/v1/cluster/rebalance", authUser, s.clusterRebalance},
@@ -80,6 +84,7 @@ func (s *Server) routeTable() []Route {
 		{"PUT", "/v1/agent/instances/{name}/status", authAgent, s.reportStatus},
 		{"PUT", "/v1/agent/instances/{name}/disk", authAgent, s.reportDisk},
 		{"POST", "/v1/agent/instances/{name}/outdate-replica", authAgent, s.outdateReplica},
+		{"PUT", "/v1/agent/instances/{name}/migration", authAgent, s.reportMigration},
 		{"GET", "/v1/agent/images/{name}", authAgent, s.downloadImage},
 	}
 }
@@ -98,7 +103,19 @@ func (s *Server) routes() http.Handler {
 
 type ctxKey int
 
-const nodeKey ctxKey = 0
+const (
+	nodeKey ctxKey = 0
+	userKey ctxKey = 1
+)
+
+// userFrom returns the name of the token's user of a user request
+// ("admin"), or "a user" if its token record has none.
+func userFrom(ctx context.Context) string {
+	if u, _ := ctx.Value(userKey).(string); u != "" {
+		return u
+	}
+	return "a user"
+}
 
 // nodeFrom returns the authenticated node of an agent request.
 func nodeFrom(ctx context.Context) string {
@@ -158,7 +175,7 @@ func (s *Server) wrap(rt Route) http.Handler {
 				writeError(rec, http.StatusUnauthorized, "unauthorized", "", "missing bearer token: pass --token or run `ferry dev` to configure one")
 				return
 			}
-			valid, err := s.checkToken(r.Context(), tok)
+			user, valid, err := s.checkToken(r.Context(), tok)
 			if err != nil {
 				s.internalError(rec, err)
 				return
@@ -167,6 +184,7 @@ func (s *Server) wrap(rt Route) http.Handler {
 				writeError(rec, http.StatusUnauthorized, "unauthorized", "", "invalid token")
 				return
 			}
+			r = r.WithContext(context.WithValue(r.Context(), userKey, user))
 		case authAgent:
 			node, status, msg := s.authAgent(r)
 			if status != 0 {

@@ -26,8 +26,13 @@ func (s *Server) nodeEvent(node, typ, msg string) clientv3.Op {
 }
 
 // nodeView fills the derived parts of a node's status: its state comes
-// from the lease (the source of truth), its allocation from the instances.
-func nodeView(n *api.Node, alive map[string]bool, alloc map[string]api.Resources) {
+// from the lease (the source of truth), its allocation and drain progress
+// from the instances.
+func nodeView(n *api.Node, alive map[string]bool, insts []*api.Instance) {
+	nodeViewAlloc(n, alive, allocation(insts), controller.NewDrainIndex(insts))
+}
+
+func nodeViewAlloc(n *api.Node, alive map[string]bool, alloc map[string]api.Resources, drains *controller.DrainIndex) {
 	state := api.NodeNotReady
 	if alive[n.Name] {
 		state = api.NodeReady
@@ -41,6 +46,7 @@ func nodeView(n *api.Node, alive map[string]bool, alloc map[string]api.Resources
 		}
 	}
 	n.Status.Allocated = alloc[n.Name]
+	n.Status.Drain = drains.Status(n)
 }
 
 func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) {
@@ -60,10 +66,10 @@ func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, err)
 		return
 	}
-	alloc := controller.Allocation(insts)
+	alloc, drains := controller.Allocation(insts), controller.NewDrainIndex(insts)
 	list := api.List[api.Node]{Items: make([]api.Node, len(nodes)), ResourceVersion: strconv.FormatInt(rev, 10)}
 	for i, n := range nodes {
-		nodeView(n, alive, alloc)
+		nodeViewAlloc(n, alive, alloc, drains)
 		list.Items[i] = *n
 	}
 	writeJSON(w, http.StatusOK, list)
@@ -87,7 +93,7 @@ func (s *Server) getNode(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, err)
 		return
 	}
-	nodeView(n, alive, controller.Allocation(insts))
+	nodeView(n, alive, insts)
 	writeJSON(w, http.StatusOK, n)
 }
 
@@ -156,7 +162,7 @@ func (s *Server) patchNode(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, err)
 		return
 	}
-	nodeView(n, alive, controller.Allocation(insts))
+	nodeView(n, alive, insts)
 	writeJSON(w, http.StatusOK, n)
 }
 

@@ -445,6 +445,12 @@ func (c *Collection[T]) UpdateOps(v *T) (clientv3.Cmp, clientv3.Op, error) {
 	return clientv3.Compare(clientv3.ModRevision(k), "=", rv), clientv3.OpPut(k, val), nil
 }
 
+// AbsentCmp returns a comparison that holds while no object is called name,
+// for a transaction that relies on it being gone.
+func (c *Collection[T]) AbsentCmp(name string) clientv3.Cmp {
+	return clientv3.Compare(clientv3.CreateRevision(c.key(name)), "=", 0)
+}
+
 // DeleteOp returns an op that deletes name, for use in a larger transaction.
 func (c *Collection[T]) DeleteOp(name string) clientv3.Op { return clientv3.OpDelete(c.key(name)) }
 
