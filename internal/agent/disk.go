@@ -122,7 +122,10 @@ func (d *replDisk) getPeer() api.Peer {
 func (d *replDisk) close() error {
 	d.cancel()
 	if d.srv != nil {
-		d.srv.close()
+		// Requests held by a frozen primary end only when it closes:
+		// stop the server now, wait for it after.
+		d.srv.stop()
+		defer d.srv.wait()
 	}
 	var errs []error
 	if d.prim != nil {

@@ -196,8 +196,19 @@ func startGatedServer(ctx context.Context, sock string, g *gate, desc string, lo
 
 // close fails pending requests, stops serving and removes the socket.
 func (s *gatedServer) close() {
+	s.stop()
+	s.wait()
+}
+
+// stop stops accepting requests without waiting for those in flight (a
+// frozen primary may hold them until it is closed).
+func (s *gatedServer) stop() {
 	s.gate.close()
 	s.cancel()
+}
+
+// wait waits for the server to end and removes the socket.
+func (s *gatedServer) wait() {
 	s.wg.Wait()
 	os.Remove(s.sock)
 }
