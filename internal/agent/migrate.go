@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/ferrycluster/ferry/internal/api"
@@ -177,7 +178,7 @@ func (w *worker) startIncoming(ctx context.Context, mig vmm.Migrator, inst *api.
 				g.early = f
 				w.incomingEarly = f
 			}
-			srv, err := startGatedServer(a.runCtx, spec.StateDir+"/"+diskSockName, g, w.name, w.log.With("disk", "incoming"))
+			srv, err := startGatedServer(a.runCtx, filepath.Join(spec.StateDir, diskSockName), g, w.name, w.log.With("disk", "incoming"))
 			if err != nil {
 				w.closeIncomingEarly()
 				return spec, "", fmt.Errorf("disk of %s: nbd socket: %w", w.name, err)

@@ -218,7 +218,8 @@ func (c *Controller) failoverTarget(cluster *scheduler.Cluster, nodes []*api.Nod
 		probe := SchedulerInstance(in)
 		probe.Name = "\x00failover-" + in.Name
 		probe.Primary, probe.Secondary = "", ""
-		sizeOnly, err := scheduler.NewCluster(scheduler.Snapshot{Nodes: cluster.Snapshot().Nodes, Instances: others(cluster.Snapshot().Instances, in.Name), Policy: c.cfg.Policy()})
+		snap := cluster.Snapshot()
+		sizeOnly, err := scheduler.NewCluster(scheduler.Snapshot{Nodes: snap.Nodes, Instances: others(snap.Instances, in.Name), Policy: c.cfg.Policy()})
 		if err == nil {
 			if pl, err := sizeOnly.Allocate(probe, scheduler.AllocateOptions{Force: true}); err == nil {
 				return pl.Primary, "", ""

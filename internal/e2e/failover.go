@@ -120,13 +120,6 @@ func (c *Cluster) WaitProtected(ctx context.Context, name string, d time.Duratio
 	return in, err
 }
 
-// poll is one answer (or not) of the client's poller.
-type poll struct {
-	at  time.Time
-	ok  bool
-	ans DemoAnswer
-}
-
 // RunFailover injects fault into the host of the protected instance name
 // (its primary, or its replica for FaultReplicaDies) while a client polls
 // the instance every 100 ms, waits until it serves again, checks what must
@@ -158,50 +151,31 @@ func (c *Cluster) RunFailover(ctx context.Context, name string, fault Fault) (Fa
 	}
 
 	// The client polls every 100 ms; a sampler counts hosts running QEMU.
-	pctx, stop := context.WithCancel(ctx)
+	pl, err := c.startPoller(ctx, ip, 100*time.Millisecond, 300*time.Millisecond)
+	if err != nil {
+		return res, err
+	}
+	defer pl.end()
+	sctx, stopSampler := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	var polls []poll
-	wg.Go(func() {
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		for pctx.Err() == nil {
-			at := time.Now()
-			ans, err := c.GetWithin(pctx, ip, 300*time.Millisecond)
-			mu.Lock()
-			polls = append(polls, poll{at: at, ok: err == nil, ans: ans})
-			mu.Unlock()
-			select {
-			case <-pctx.Done():
-			case <-t.C:
-			}
-		}
-	})
 	var double int
 	wg.Go(func() {
 		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
-		for pctx.Err() == nil {
+		for sctx.Err() == nil {
 			if c.hostsRunningQEMU() > 1 {
 				mu.Lock()
 				double++
 				mu.Unlock()
 			}
 			select {
-			case <-pctx.Done():
+			case <-sctx.Done():
 			case <-t.C:
 			}
 		}
 	})
-	defer func() { stop(); wg.Wait() }()
-	// Let the poller see the instance serve first.
-	if err := c.Wait(ctx, 5*time.Second, "the poller's first answer", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(polls) > 0 && polls[len(polls)-1].ok
-	}); err != nil {
-		return res, err
-	}
+	defer func() { stopSampler(); wg.Wait() }()
 
 	faultAt := time.Now()
 	switch fault {
@@ -227,18 +201,11 @@ func (c *Cluster) RunFailover(ctx context.Context, name string, fault Fault) (Fa
 	// failed, from the same one when the replica did.
 	var after DemoAnswer
 	err = c.Wait(ctx, 2*time.Minute, name+" answering after "+string(fault), func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, p := range polls {
-			if !p.ok || p.at.Before(faultAt) {
-				continue
-			}
-			if fault == FaultReplicaDies || p.ans.Boots > before.Boots {
-				after, res.Serving = p.ans, p.at.Sub(faultAt)
-				return true
-			}
+		q, ok := pl.first(faultAt, func(q poll) bool { return fault == FaultReplicaDies || q.ans.Boots > before.Boots })
+		if ok {
+			after, res.Serving = q.ans, q.at.Sub(faultAt)
 		}
-		return false
+		return ok
 	})
 	if err != nil {
 		return res, err
@@ -246,23 +213,13 @@ func (c *Cluster) RunFailover(ctx context.Context, name string, fault Fault) (Fa
 	res.CounterBefore, res.CounterAfter = before.Counter, after.Counter
 	// Keep watching a few seconds for a second host answering or running.
 	time.Sleep(3 * time.Second)
-	stop()
+	pl.end()
+	stopSampler()
 	wg.Wait()
 	mu.Lock()
 	res.DoubleRunning = double
-	last := faultAt
-	for _, p := range polls {
-		if p.at.Before(faultAt) {
-			continue
-		}
-		if p.ok {
-			if gap := p.at.Sub(last); gap > res.LongestGap {
-				res.LongestGap = gap
-			}
-			last = p.at
-		}
-	}
 	mu.Unlock()
+	res.LongestGap, _, _ = pl.gaps(faultAt)
 
 	now, err := c.Fill(ctx, ip, 0)
 	if err != nil {

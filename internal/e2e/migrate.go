@@ -3,9 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"regexp"
-	"strconv"
-	"sync"
 	"time"
 
 	"github.com/ferrycluster/ferry/internal/api"
@@ -68,33 +65,11 @@ func (c *Cluster) RunMigration(ctx context.Context, name string, req api.Migrate
 	}
 	res.BootsBefore, res.CounterBefore = before.Boots, before.Counter
 
-	pctx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var polls []poll
-	wg.Go(func() {
-		t := time.NewTicker(pollEvery)
-		defer t.Stop()
-		for pctx.Err() == nil {
-			at := time.Now()
-			ans, err := c.GetWithin(pctx, ip, 250*time.Millisecond)
-			mu.Lock()
-			polls = append(polls, poll{at: at, ok: err == nil, ans: ans})
-			mu.Unlock()
-			select {
-			case <-pctx.Done():
-			case <-t.C:
-			}
-		}
-	})
-	defer func() { stop(); wg.Wait() }()
-	if err := c.Wait(ctx, 5*time.Second, "the poller's first answer", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(polls) > 0 && polls[len(polls)-1].ok
-	}); err != nil {
+	pl, err := c.startPoller(ctx, ip, pollEvery, 250*time.Millisecond)
+	if err != nil {
 		return res, err
 	}
+	defer pl.end()
 
 	start := time.Now()
 	op, err := c.Client.MigrateInstance(ctx, name, req)
@@ -123,40 +98,18 @@ func (c *Cluster) RunMigration(ctx context.Context, name string, req api.Migrate
 	// migration), then a little more watching for late gaps.
 	end := time.Now()
 	if err := c.Wait(ctx, 2*time.Minute, name+" answering after the migration", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, p := range polls {
-			if p.ok && p.at.After(end) {
-				return true
-			}
-		}
-		return false
+		_, ok := pl.first(end, func(poll) bool { return true })
+		return ok
 	}); err != nil {
 		return res, err
 	}
 	time.Sleep(2 * time.Second)
-	stop()
-	wg.Wait()
-	mu.Lock()
-	last := start
+	pl.end()
 	var lastAns DemoAnswer
-	for _, p := range polls {
-		if p.at.Before(start) || !p.ok {
-			continue
-		}
-		res.Answers++
-		if gap := p.at.Sub(last); gap > res.Downtime {
-			res.Downtime = gap
-		}
-		last, lastAns = p.at, p.ans
-	}
-	mu.Unlock()
+	res.Downtime, res.Answers, lastAns = pl.gaps(start)
 	res.BootsAfter, res.CounterAfter = lastAns.Boots, lastAns.Counter
-	if s := op.Step("transferred"); s != nil {
-		if m := regexp.MustCompile(`(\d+) ?ms`).FindStringSubmatch(s.Message); m != nil {
-			ms, _ := strconv.Atoi(m[1])
-			res.QEMUDowntime = time.Duration(ms) * time.Millisecond
-		}
+	if op.Mode == api.MigrateLive {
+		res.QEMUDowntime = time.Duration(op.DowntimeMS) * time.Millisecond // QEMU's own, for a live one
 	}
 	now, err := c.Fill(ctx, ip, 0)
 	if err != nil {

@@ -83,18 +83,7 @@ func (s *Server) getNode(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, "node", name, err)
 		return
 	}
-	alive, _, err := s.store.AliveNodes(ctx)
-	if err != nil {
-		s.internalError(w, err)
-		return
-	}
-	insts, _, err := s.store.Instances.List(ctx)
-	if err != nil {
-		s.internalError(w, err)
-		return
-	}
-	nodeView(n, alive, insts)
-	writeJSON(w, http.StatusOK, n)
+	s.writeNode(w, r, n)
 }
 
 // patchNode applies a merge patch to a node's spec (labels, cordon) in one
@@ -152,18 +141,7 @@ func (s *Server) patchNode(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, "node", name, err)
 		return
 	}
-	alive, _, err := s.store.AliveNodes(ctx)
-	if err != nil {
-		s.internalError(w, err)
-		return
-	}
-	insts, _, err := s.store.Instances.List(ctx)
-	if err != nil {
-		s.internalError(w, err)
-		return
-	}
-	nodeView(n, alive, insts)
-	writeJSON(w, http.StatusOK, n)
+	s.writeNode(w, r, n)
 }
 
 // deleteNode removes a node from the cluster and revokes its certificate,
