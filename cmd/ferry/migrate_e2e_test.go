@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -75,6 +78,50 @@ func TestMigrate(t *testing.T) {
 			t.Errorf("boots %d -> %d: a cold migration is one reboot", res.BootsBefore, res.BootsAfter)
 		}
 	})
+	// Moves to the host that holds no copy of the disk: it gets one
+	// first, becomes the primary, the replica stays, the source's copy
+	// goes.
+	copyMove := func(t *testing.T, mode string) {
+		in, err := c.Client.GetInstance(ctx, "mig-1")
+		must(t, err)
+		replica, third := in.Status.ReplicaNode, ""
+		for i := range 3 {
+			if n := e2e.NodeName(i); n != in.Status.Node && n != replica {
+				third = n
+			}
+		}
+		res, err := c.RunMigration(ctx, "mig-1", api.MigrateRequest{To: third, Mode: mode}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(t, res)
+		if res.Operation.State != api.OpSucceeded || res.To != third {
+			t.Fatalf("operation %s ended %s (%s) on %s", res.Operation.Name, res.Operation.State, res.Operation.Message, res.To)
+		}
+		pr := res.Operation.Progress
+		if res.Operation.Step(api.StepCopied) == nil || pr == nil || pr.CopySent <= 0 || pr.CopySent >= int64(in.Spec.Disk) {
+			t.Errorf("the copy step or its bytes are missing or wrong: steps %v, progress %+v", res.Operation.Steps, pr)
+		} else {
+			t.Logf("copied %d MiB of a %d MiB disk", pr.CopySent>>20, in.Spec.Disk>>20)
+		}
+		in, err = c.Client.GetInstance(ctx, "mig-1")
+		must(t, err)
+		if in.Status.ReplicaNode != replica {
+			t.Errorf("the replica moved from %s to %s: it must stay", replica, in.Status.ReplicaNode)
+		}
+		if _, err := c.WaitProtected(ctx, "mig-1", 2*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		old := filepath.Join(c.AgentDir(res.From), "disks", "mig-1.img")
+		if err := c.Wait(ctx, time.Minute, "the source's copy removed", func() bool {
+			_, err := os.Stat(old)
+			return errors.Is(err, os.ErrNotExist)
+		}); err != nil {
+			t.Error(err)
+		}
+	}
+	t.Run("copy-live", func(t *testing.T) { copyMove(t, api.MigrateLive) })
+	t.Run("copy-cold", func(t *testing.T) { copyMove(t, api.MigrateCold) })
 	// A transfer slowed to 1 MiB/s takes minutes: long enough to act on.
 	slow := api.MigrateRequest{Mode: api.MigrateLive, MaxBandwidth: 1 << 20, ConvergeSeconds: 600}
 	transferring := func(op *api.Operation) error {

@@ -71,6 +71,7 @@ type replDisk struct {
 	log  *slog.Logger
 
 	be   *nbd.FileBackend
+	sw   *switchBackend // primary: be, or a copy primary over it (copy.go)
 	prim *repl.Primary
 	sec  *repl.Secondary
 	sock string       // primary: the NBD socket QEMU uses
@@ -87,6 +88,7 @@ type replDisk struct {
 	linkErr    error // primary: why the last connect failed
 	diverged   bool  // primary: the peer holds data that is not ours
 	stale      bool  // primary: the peer knows a higher epoch
+	cp         *diskCopy
 }
 
 func (d *replDisk) setPeer(p api.Peer) {
@@ -131,6 +133,12 @@ func (d *replDisk) close() error {
 	if d.prim != nil {
 		errs = append(errs, d.prim.Close())
 	}
+	if c := d.copyState(); c != nil {
+		// After the serving primary: its last requests went through
+		// the copy. The copy's state files stay for dropCopy or
+		// closeDisk to remove.
+		errs = append(errs, c.prim.Close())
+	}
 	if d.sec != nil {
 		errs = append(errs, d.sec.Close())
 	}
@@ -159,7 +167,7 @@ func (a *Agent) closeDisk(name string, path string, remove bool) error {
 		path = d.path
 	}
 	if remove && path != "" {
-		for _, p := range []string{path, repl.MetaPath(path), repl.BitmapPath(path), resetsPath(path)} {
+		for _, p := range []string{path, repl.MetaPath(path), repl.BitmapPath(path), resetsPath(path), copyMetaPath(path), copyBitmapPath(path)} {
 			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 				errs = append(errs, err)
 			}
@@ -195,7 +203,7 @@ func (w *worker) ensurePrimary(inst *api.Instance, peer *api.Peer) (string, erro
 	if err != nil {
 		return "", fmt.Errorf("disk of %s: %w", w.name, err)
 	}
-	d = &replDisk{a: a, name: w.name, path: path, role: api.RolePrimary, be: be,
+	d = &replDisk{a: a, name: w.name, path: path, role: api.RolePrimary, be: be, sw: &switchBackend{cur: be},
 		log: w.log.With("disk", "primary"), sock: filepath.Join(a.vmDir(w.name), diskSockName)}
 	if peer != nil {
 		d.peer = *peer
@@ -206,7 +214,7 @@ func (w *worker) ensurePrimary(inst *api.Instance, peer *api.Peer) (string, erro
 	prim, err := repl.NewPrimary(repl.Config{
 		DiskID:     diskID(inst),
 		DiskPath:   path,
-		Backend:    be,
+		Backend:    d.sw,
 		Epoch:      inst.Status.Epoch,
 		OnPeerLost: d.peerLost,
 	})
@@ -435,9 +443,20 @@ func (d *replDisk) linkLoop(ctx context.Context) {
 // connect dials the peer agent's replication endpoint for this disk and
 // links the primary over it.
 func (d *replDisk) connect(ctx context.Context) error {
-	peer := d.getPeer()
+	dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	conn, err := d.dial(dctx, d.getPeer())
+	if err != nil {
+		return err
+	}
+	return d.prim.Connect(dctx, conn)
+}
+
+// dial opens a replication link for this disk to peer's agent, which must
+// hold a replica of it that accepts this host as its primary.
+func (d *replDisk) dial(ctx context.Context, peer api.Peer) (net.Conn, error) {
 	if peer.Node == "" || peer.Address == "" {
-		return fmt.Errorf("replica host %q has no known address yet", peer.Node)
+		return nil, fmt.Errorf("replica host %q has no known address yet", peer.Node)
 	}
 	cfg := d.a.tlsCfg.Clone()
 	cfg.ServerName = peer.Node // a node certificate's only name
@@ -446,36 +465,36 @@ func (d *replDisk) connect(ctx context.Context) error {
 	defer cancel()
 	raw, err := (&net.Dialer{}).DialContext(dctx, "tcp", peer.Address)
 	if err != nil {
-		return fmt.Errorf("dial replica %s at %s: %w", peer.Node, peer.Address, err)
+		return nil, fmt.Errorf("dial replica %s at %s: %w", peer.Node, peer.Address, err)
 	}
 	// LinkConn beneath TLS batches the link's records into few system
 	// calls (see repl.LinkConn).
 	tc := tls.Client(repl.LinkConn(raw), cfg)
 	if err := tc.HandshakeContext(dctx); err != nil {
 		raw.Close()
-		return fmt.Errorf("replica %s at %s: TLS: %w", peer.Node, peer.Address, err)
+		return nil, fmt.Errorf("replica %s at %s: TLS: %w", peer.Node, peer.Address, err)
 	}
 	var conn net.Conn = tc
 	if p := tc.ConnectionState().NegotiatedProtocol; p != replALPN {
 		conn.Close()
-		return fmt.Errorf("replica %s at %s does not speak %s (an older agent?)", peer.Node, peer.Address, replALPN)
+		return nil, fmt.Errorf("replica %s at %s does not speak %s (an older agent?)", peer.Node, peer.Address, replALPN)
 	}
 	_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
 	if _, err := fmt.Fprintf(conn, "%s\n", d.name); err != nil {
 		conn.Close()
-		return fmt.Errorf("replica %s: %w", peer.Node, err)
+		return nil, fmt.Errorf("replica %s: %w", peer.Node, err)
 	}
 	line, err := bufio.NewReaderSize(conn, 16).ReadString('\n')
 	if err != nil {
 		conn.Close()
-		return fmt.Errorf("replica %s: %w", peer.Node, err)
+		return nil, fmt.Errorf("replica %s: %w", peer.Node, err)
 	}
 	if line = strings.TrimSpace(line); line != "ok" {
 		conn.Close()
-		return fmt.Errorf("replica %s refused the link: %s", peer.Node, strings.TrimPrefix(line, "error "))
+		return nil, fmt.Errorf("replica %s refused the link: %s", peer.Node, strings.TrimPrefix(line, "error "))
 	}
 	_ = conn.SetDeadline(time.Time{})
-	return d.prim.Connect(dctx, conn)
+	return conn, nil
 }
 
 // serveReplLink is the secondary's end: the agent API's TLS server hands it

@@ -42,6 +42,7 @@ var errMigrationGone = errors.New("the migration is no longer in flight")
 
 // Phases this worker finished for a migration (w.migDone).
 const (
+	migDoneCopied      = "copied"
 	migDoneReady       = "ready"
 	migDoneSent        = "sent"
 	migDoneResumed     = "resumed"
@@ -81,6 +82,15 @@ func (w *worker) reconcileMigration(ctx context.Context, gen uint64, inst *api.I
 			w.migOp = m.Operation
 		}
 	}
+	if d := w.a.disk(w.name); d != nil {
+		if c := d.copyState(); c != nil && (m == nil || m.Operation != c.op || m.Source != me) {
+			// The migration that wanted the copy ended before the
+			// switch: the disk goes on without it.
+			if err := d.dropCopy(); err != nil {
+				w.log.Warn("stopping the disk copy", "err", err)
+			}
+		}
+	}
 	switch {
 	case m == nil:
 		if w.incoming != nil {
@@ -95,13 +105,18 @@ func (w *worker) reconcileMigration(ctx context.Context, gen uint64, inst *api.I
 			w.dropIncomingServer()
 		}
 		return 0, false
+	case m.Source == me && role == api.RolePrimary && m.Copy && m.Phase == api.MigCopy:
+		if w.migDone == migDoneCopied || w.migDone == migDoneFailed {
+			return 0, false // the guest runs on here meanwhile
+		}
+		return w.copyOut(ctx, gen, inst, m), false
 	case m.Target == me && m.Mode == api.MigrateLive && (m.Phase == api.MigPrepare || m.Phase == api.MigReady):
 		return w.prepareIncoming(ctx, gen, inst, nw, im, peer, m), true
 	case m.Target == me && m.Mode == api.MigrateLive && m.Phase == api.MigSwitched && role == api.RolePrimary && w.migDone != migDoneResumed:
 		return w.resumeIncoming(ctx, gen, inst, peer, m)
-	case m.Source == me && role == api.RolePrimary && m.Mode == api.MigrateLive && m.Phase == api.MigReady && w.migDone == "":
+	case m.Source == me && role == api.RolePrimary && m.Mode == api.MigrateLive && m.Phase == api.MigReady && (w.migDone == "" || w.migDone == migDoneCopied):
 		return w.migrateOut(ctx, gen, inst, peer, m), true
-	case m.Source == me && role == api.RolePrimary && m.Mode == api.MigrateCold && m.Phase == api.MigStopping && w.migDone == "":
+	case m.Source == me && role == api.RolePrimary && m.Mode == api.MigrateCold && m.Phase == api.MigStopping && (w.migDone == "" || w.migDone == migDoneCopied):
 		return w.stopForMigration(ctx, gen, inst, peer, m), true
 	case m.Source == me && role == api.RolePrimary && w.migDone == migDoneSent:
 		return 0, true // paused for good; the switch makes this host the replica
@@ -301,10 +316,8 @@ func (w *worker) migrateOut(ctx context.Context, gen uint64, inst *api.Instance,
 		return fail(errors.New("the vm is not running here"))
 	}
 	d := w.a.disk(w.name)
-	if d != nil && d.prim != nil {
-		if st := d.prim.Status(); st.State != repl.StateUpToDate {
-			return fail(fmt.Errorf("the replica on %s is not up to date (%s): the disk cannot change hands", m.Target, st.State))
-		}
+	if err := diskCanSwitch(d, inst, m); err != nil {
+		return fail(err)
 	}
 	mctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -348,8 +361,8 @@ func (w *worker) migrateOut(ctx context.Context, gen uint64, inst *api.Instance,
 		return 0
 	}
 	if d != nil && d.prim != nil {
-		if st := d.prim.Status(); st.State != repl.StateUpToDate {
-			return rollback(fmt.Errorf("the replica fell out of sync during the transfer (%s)", st.State))
+		if err := diskCanSwitch(d, inst, m); err != nil {
+			return rollback(fmt.Errorf("during the transfer: %w", err))
 		}
 		if err := w.a.closeDisk(w.name, "", false); err != nil {
 			return rollback(fmt.Errorf("close disk: %w", err))
@@ -394,8 +407,8 @@ func (w *worker) stopForMigration(ctx context.Context, gen uint64, inst *api.Ins
 		w.setRunning(false)
 	}
 	if d := w.a.disk(w.name); d != nil && d.prim != nil {
-		if st := d.prim.Status(); st.State != repl.StateUpToDate {
-			return fail(fmt.Errorf("the replica on %s is not up to date (%s): the disk cannot change hands", m.Target, st.State))
+		if err := diskCanSwitch(d, inst, m); err != nil {
+			return fail(err)
 		}
 		if err := w.a.closeDisk(w.name, "", false); err != nil {
 			return fail(fmt.Errorf("close disk: %w", err))
@@ -411,6 +424,24 @@ func (w *worker) stopForMigration(ctx context.Context, gen uint64, inst *api.Ins
 	}
 	w.migDone = migDoneSent
 	return 0
+}
+
+// diskCanSwitch says why the disk d cannot change hands now, or nil: the
+// replica must be up to date, and on a move to a host that held no copy,
+// that copy too.
+func diskCanSwitch(d *replDisk, inst *api.Instance, m *api.MigrationStatus) error {
+	if d == nil || d.prim == nil {
+		return nil // not replicated by this agent (shared storage, fake VMs)
+	}
+	if st := d.prim.Status(); st.State != repl.StateUpToDate {
+		return fmt.Errorf("the replica on %s is not up to date (%s): the disk cannot change hands", orNone(inst.Status.ReplicaNode), st.State)
+	}
+	if m.Copy {
+		if err := d.copyReady(); err != nil {
+			return fmt.Errorf("the disk cannot change hands: %w", err)
+		}
+	}
+	return nil
 }
 
 // reportMigration sends r, retrying network errors and 5xx answers until
@@ -497,4 +528,11 @@ func (p *progressReporter) stop() {
 	default:
 		close(p.done)
 	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
 }

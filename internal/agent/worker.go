@@ -41,6 +41,9 @@ type worker struct {
 	role    string        // api.RolePrimary or api.RoleSecondary
 	peer    *api.Peer     // the other host of a replicated disk
 	gone    bool          // released because the instance was deleted
+	// dropDisk: released after a disk move (Copy) that left this host's
+	// copy of no use: it is removed, as if gone.
+	dropDisk bool
 	// serving is the prober's latest verdict not yet reported (nil: none).
 	serving   *bool
 	servingAt time.Time
@@ -116,7 +119,7 @@ func (a *Agent) assign(ev api.AssignmentEvent, session uint64) {
 	defer a.mu.Unlock()
 	inst := ev.Instance
 	w := a.workerLocked(inst.Name, nil)
-	w.desired, w.session, w.released, w.why, w.gone = inst, session, false, "", false
+	w.desired, w.session, w.released, w.why, w.gone, w.dropDisk = inst, session, false, "", false, false
 	w.network, w.image, w.role, w.peer = ev.Network, ev.Image, ev.Role, ev.Peer
 	w.cancelStaleMigrationLocked(inst)
 	if w.role == "" {
@@ -137,6 +140,16 @@ func (a *Agent) release(name, why string, gone bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	w := a.workerLocked(name, nil)
+	// A host that took part in a move to a host without a replica holds
+	// no copy anyone needs once it is released: the source's was replaced
+	// by the target's at the switch, and a target's is unfinished (the
+	// migration ended before the switch).
+	w.dropDisk = false
+	if in := w.desired; in != nil && !gone {
+		if m := in.Status.Migration; m != nil && m.Copy && (m.Source == a.name || m.Target == a.name) {
+			w.dropDisk = true
+		}
+	}
 	w.desired, w.released, w.why, w.gone = nil, true, why, gone
 	w.gen++
 	w.poke()
@@ -213,7 +226,7 @@ func (w *worker) run(ctx context.Context) {
 func (w *worker) reconcile(ctx context.Context) (wait time.Duration, done bool) {
 	w.a.mu.Lock()
 	inst, session, released, why, gen := w.desired, w.session, w.released, w.why, w.gen
-	nw, im, role, peer, gone := w.network, w.image, w.role, w.peer, w.gone
+	nw, im, role, peer, gone := w.network, w.image, w.role, w.peer, w.gone || w.dropDisk
 	w.a.mu.Unlock()
 
 	if released {
@@ -226,8 +239,18 @@ func (w *worker) reconcile(ctx context.Context) (wait time.Duration, done bool) 
 		return 0, false // fenced, or the assignment predates the fence
 	}
 	if !inst.Status.Deleting {
-		if wait, handled := w.reconcileMigration(ctx, gen, inst, nw, im, role, peer); handled {
-			return wait, false
+		migWait, handled := w.reconcileMigration(ctx, gen, inst, nw, im, role, peer)
+		if handled {
+			return migWait, false
+		}
+		if migWait > 0 {
+			// A migration step that runs beside the normal pass (a
+			// disk copy) wants another look by then.
+			defer func() {
+				if !done && (wait == 0 || migWait < wait) {
+					wait = migWait
+				}
+			}()
 		}
 	}
 	if role == api.RoleSecondary {

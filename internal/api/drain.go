@@ -15,6 +15,10 @@ const (
 	// StepRequested: the migration was recorded (by a user, a drain or a
 	// restore).
 	StepRequested = "requested"
+	// StepCopied: a move to a host that held no replica; the target's
+	// new copy of the disk caught up with the primary (a third copy, kept
+	// in sync since).
+	StepCopied = "copied"
 	// StepPrepared: live; the target's QEMU waits for the memory.
 	StepPrepared = "prepared"
 	// StepFallback: a live transfer did not converge and the migration
@@ -61,10 +65,16 @@ const (
 // MigrationProgress is a live transfer's progress, as the source reported
 // it last.
 type MigrationProgress struct {
-	RAMTotal       int64     `json:"ramTotal"`
-	RAMTransferred int64     `json:"ramTransferred"`
-	RAMRemaining   int64     `json:"ramRemaining"`
-	At             time.Time `json:"at"`
+	RAMTotal       int64 `json:"ramTotal"`
+	RAMTransferred int64 `json:"ramTransferred"`
+	RAMRemaining   int64 `json:"ramRemaining"`
+	// CopyTotal, CopyDone and CopySent are the disk copy's progress on a
+	// move to a host that held no replica: the bytes the copy covers, the
+	// bytes covered so far, and the bytes actually sent (holes are not).
+	CopyTotal int64     `json:"copyTotal,omitempty"`
+	CopyDone  int64     `json:"copyDone,omitempty"`
+	CopySent  int64     `json:"copySent,omitempty"`
+	At        time.Time `json:"at"`
 }
 
 // DrainSpec is a node drain: the controller migrates every instance whose
@@ -178,7 +188,7 @@ func (r MigrateRequest) WithDefaults() MigrateRequest {
 }
 
 // MigrationReportPhases lists the phases an agent may report.
-var MigrationReportPhases = []string{MigReportReady, MigReportTransferring, MigReportStopped, MigReportTransferred, MigReportResumed, MigReportFailed}
+var MigrationReportPhases = []string{MigReportCopying, MigReportCopied, MigReportReady, MigReportTransferring, MigReportStopped, MigReportTransferred, MigReportResumed, MigReportFailed}
 
 // Validate checks an agent's migration report.
 func (r *MigrationReport) Validate() error {
@@ -200,6 +210,9 @@ func (r *MigrationReport) Validate() error {
 	}
 	if len(r.URI) > 1024 {
 		return fieldErr("uri", "is limited to 1024 bytes")
+	}
+	if r.CopyTotal < 0 || r.CopyDone < 0 || r.CopySent < 0 {
+		return fieldErr("copyTotal", "byte counts must not be negative")
 	}
 	if r.RAMTotal < 0 || r.RAMTransferred < 0 || r.RAMRemaining < 0 || r.DowntimeMS < 0 {
 		return fieldErr("ramTotal", "byte counts and the downtime must not be negative")

@@ -18,6 +18,10 @@ const (
 // and Ready; the target's in Prepare (live) and Switched; the server in
 // Switch (one etcd transaction swaps the disk's roles).
 const (
+	// MigCopy: the target holds no replica; the source's agent copies the
+	// disk to it (a third copy, synchronous from then on) and reports
+	// "copied"; the migration then goes on as live or cold.
+	MigCopy = "copy"
 	// MigPrepare: live only; the target's agent starts a QEMU waiting for
 	// the incoming memory and reports Ready with its address.
 	MigPrepare = "prepare"
@@ -39,6 +43,13 @@ type MigrationStatus struct {
 	Source    string `json:"source"`
 	Target    string `json:"target"`
 	Phase     string `json:"phase"`
+	// Copy is set when the target held no copy of the disk: it gets one
+	// first (phase copy), becomes the primary at the switch with the
+	// replica host unchanged, and the source's copy is dropped.
+	Copy bool `json:"copy,omitempty"`
+	// TargetAddress is the target agent's address when Copy is set: the
+	// source links the new copy there.
+	TargetAddress string `json:"targetAddress,omitempty"`
 	// URI is where the target's QEMU listens for the memory stream
 	// ("tcp:10.0.0.2:49152"), once Ready.
 	URI string `json:"uri,omitempty"`
@@ -88,13 +99,19 @@ type MigrateRequest struct {
 type MigrationReport struct {
 	// Operation must name the migration in flight.
 	Operation string `json:"operation"`
-	// Phase is the phase the agent reached: "ready" (target, with URI),
+	// Phase is the phase the agent reached: "copying" (source, with the
+	// disk copy's progress), "copied" (source: the target's new copy is in
+	// sync), "ready" (target, with URI),
 	// "transferring" (source, with progress), "stopped" (source, cold: the
 	// guest is down and the disk closed), "transferred" (source, live:
 	// the target has the memory and the source is paused, disk closed),
 	// "resumed" (target: the guest runs there), "failed" (either).
 	Phase string `json:"phase"`
 	URI   string `json:"uri,omitempty"`
+	// Progress of the disk copy ("copying"; "copied" gives the totals).
+	CopyTotal int64 `json:"copyTotal,omitempty"`
+	CopyDone  int64 `json:"copyDone,omitempty"`
+	CopySent  int64 `json:"copySent,omitempty"`
 	// Progress of a live transfer.
 	RAMTotal       int64 `json:"ramTotal,omitempty"`
 	RAMTransferred int64 `json:"ramTransferred,omitempty"`
@@ -107,6 +124,8 @@ type MigrationReport struct {
 
 // Migration report phases (see MigrationReport.Phase).
 const (
+	MigReportCopying      = "copying"
+	MigReportCopied       = "copied"
 	MigReportReady        = "ready"
 	MigReportTransferring = "transferring"
 	MigReportStopped      = "stopped"

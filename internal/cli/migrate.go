@@ -36,9 +36,13 @@ func (a *app) newInstanceMigrateCmd() *cobra.Command {
 		Long: `Move an instance to another host. A live migration (the default) copies the
 running guest's memory to the target and switches over with a pause of a
 fraction of a second; a cold one shuts the guest down and boots it on the
-target. A replicated disk moves to its replica's host (the default target; no
-other is possible yet); on shared storage the scheduler picks the target
-unless --to names one.
+target. A replicated disk moves by default to its replica's host, where it is
+already in sync: the two hosts swap roles. --to may name any other host: the
+disk is first copied there while the guest runs (a third copy, synchronous
+once it caught up; holes are not sent), then the guest moves as above, the
+target becomes the primary, the replica stays where it was and the source's
+copy is dropped. The pause does not grow with the disk's size. On shared
+storage the scheduler picks the target unless --to names one.
 
 --downtime-limit is the longest pause a live migration may cause; QEMU keeps
 copying until the rest fits in it. If it does not within --converge-timeout,
@@ -47,7 +51,7 @@ the migration goes on cold (--fallback cold, the default) or fails
 e.g. 100M), so a migration does not starve the hosts' other traffic.
 
 With --wait it follows the migration: each step as it is done, a progress bar
-while the memory is sent, then the result and the downtime; it exits non-zero
+while the disk is copied and while the memory is sent, then the result and the downtime; it exits non-zero
 if the migration failed or was cancelled. Without it, follow it with
 ferry operation show ID; cancel it with ferry operation cancel ID.`,
 		Example: `  ferry instance migrate web-1 --wait
@@ -244,6 +248,7 @@ type opReporter struct {
 	lastErr string
 	cur     *progressbar.ProgressBar
 	total   int64
+	kind    string // what the bar shows: "copy" (the disk) or "memory"
 	drawn   time.Time
 }
 
@@ -258,21 +263,32 @@ func (p *opReporter) show(op *api.Operation) {
 		fmt.Fprintf(p.a.stderr(), "%s  %s  %s\n", at, clean(op.Name), clean(joinNonEmpty("  ", st.Name, st.Message)))
 	}
 	pr := op.Progress
-	if !p.bar || op.State != api.OpRunning || pr == nil || pr.RAMTotal <= 0 || op.Step(api.StepTransferred) != nil || op.Step(api.StepFallback) != nil {
+	if !p.bar || op.State != api.OpRunning || pr == nil {
 		return
 	}
-	done := min(max(pr.RAMTotal-pr.RAMRemaining, 0), pr.RAMTotal)
-	text := fmt.Sprintf("%s sent, %s left to %s", fmtBytes(api.Bytes(pr.RAMTransferred)), fmtBytes(api.Bytes(pr.RAMRemaining)), clean(op.To))
-	if p.cur == nil || pr.RAMTotal != p.total {
+	var total, done int64
+	var kind, text string
+	switch {
+	case pr.CopyTotal > 0 && op.Step(api.StepCopied) == nil:
+		// A move to a host that held no replica: the disk copy first.
+		kind, total, done = "copy", pr.CopyTotal, min(max(pr.CopyDone, 0), pr.CopyTotal)
+		text = fmt.Sprintf("disk to %s: %s sent (holes skipped)", clean(op.To), fmtBytes(api.Bytes(pr.CopySent)))
+	case pr.RAMTotal > 0 && op.Step(api.StepTransferred) == nil && op.Step(api.StepFallback) == nil:
+		kind, total, done = "memory", pr.RAMTotal, min(max(pr.RAMTotal-pr.RAMRemaining, 0), pr.RAMTotal)
+		text = fmt.Sprintf("%s sent, %s left to %s", fmtBytes(api.Bytes(pr.RAMTransferred)), fmtBytes(api.Bytes(pr.RAMRemaining)), clean(op.To))
+	default:
+		return
+	}
+	if p.cur == nil || total != p.total || kind != p.kind {
 		p.endBar()
-		p.cur = progressbar.NewOptions64(pr.RAMTotal,
+		p.cur = progressbar.NewOptions64(total,
 			progressbar.OptionSetWriter(p.a.stderr()),
 			progressbar.OptionSetWidth(30),
 			progressbar.OptionSetPredictTime(false),
 			progressbar.OptionShowDescriptionAtLineEnd(),
 			progressbar.OptionSetDescription(text),
 		)
-		p.total = pr.RAMTotal
+		p.total, p.kind = total, kind
 		_ = p.cur.Set64(done)
 		p.drawn = time.Now()
 		return
@@ -551,6 +567,9 @@ func drainProgress(n *api.Node) string {
 // n2, phase ready (operation migrate-web-1-3-1)".
 func describeMigration(m *api.MigrationStatus) string {
 	s := fmt.Sprintf("%s from %s to %s, phase %s (operation %s)", m.Mode, m.Source, m.Target, m.Phase, m.Operation)
+	if m.Copy {
+		s += ", copying the disk there first (it held no replica)"
+	}
 	if m.Drain != "" {
 		s += ", drain of " + m.Drain
 	}

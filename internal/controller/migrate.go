@@ -176,14 +176,17 @@ func PlanMigration(v *MigrationView, in *api.Instance, req api.MigrateRequest, o
 		return nil, &Refusal{Field: "to", Permanent: true, Message: fmt.Sprintf("instance %q already runs on %s", name, src)}
 	}
 	replica := in.Status.ReplicaNode
+	copyDisk := false
 	if !shared {
 		switch {
 		case replica == "" || replica == src:
-			return nil, &Refusal{Permanent: true, Message: fmt.Sprintf("instance %q has no replica (no second host had room when it was placed): moving its disk to a host that holds no copy of it is not supported yet", name)}
+			return nil, &Refusal{Permanent: true, Message: fmt.Sprintf("instance %q has no replica (no second host had room when it was placed): its disk is not served through replication, so it cannot be copied while in use; stop it and move it cold, or give it room for a replica first", name)}
 		case target == "":
 			target = replica
 		case target != replica:
-			return nil, &Refusal{Field: "to", Permanent: true, Message: fmt.Sprintf("moving to a host that holds no replica is not supported yet (it needs a third replica); migrate %s to %s (its replica's host) or leave the target out", name, replica)}
+			// The target gets a copy first (a third replica), then
+			// becomes the primary; the replica host stays.
+			copyDisk = true
 		}
 	}
 	if target == "" {
@@ -209,7 +212,7 @@ func PlanMigration(v *MigrationView, in *api.Instance, req api.MigrateRequest, o
 	if !shared && in.Status.ReplicaOutdated {
 		return nil, refuse("instance %q cannot migrate: its replica on %s is not up to date (%s); run `ferry instance wait-synced %s` first", name, replica, diskState(in), name)
 	}
-	if why := v.room(target, in); why != "" {
+	if why := v.room(target, in, copyDisk); why != "" {
 		return nil, &Refusal{Field: fieldIf(req.To != "", "to"), Message: fmt.Sprintf("instance %q cannot migrate to %s: %s", name, target, why)}
 	}
 
@@ -226,6 +229,12 @@ func PlanMigration(v *MigrationView, in *api.Instance, req api.MigrateRequest, o
 	}
 	m := &api.MigrationStatus{Operation: opName, Mode: mode, Source: src, Target: target,
 		Epoch: in.Status.Epoch, StartedAt: now, Since: now, Drain: o.Drain}
+	if copyDisk {
+		if tn.Status.Address == "" {
+			return nil, &Refusal{Field: fieldIf(req.To != "", "to"), Message: fmt.Sprintf("instance %q cannot migrate to %s: its agent has not reported an address yet", name, target)}
+		}
+		m.Copy, m.TargetAddress = true, tn.Status.Address
+	}
 	what := fmt.Sprintf("cold migration from %s to %s", src, target)
 	if mode == api.MigrateLive {
 		m.Phase = api.MigPrepare
@@ -239,6 +248,11 @@ func PlanMigration(v *MigrationView, in *api.Instance, req api.MigrateRequest, o
 			src, target, req.DowntimeLimitMS, req.ConvergeSeconds, fallbackWords(req.Fallback), capped)
 	} else {
 		m.Phase = api.MigStopping
+	}
+	if copyDisk {
+		m.Phase = api.MigCopy
+		what += fmt.Sprintf(", after copying its %s disk there (it holds no replica; the replica stays on %s and %s's copy is dropped)",
+			in.Spec.Disk.Human(), replica, src)
 	}
 	op.Steps = []api.OperationStep{{Name: api.StepRequested, At: now, Message: what + "; " + o.Cause}}
 	cp := *in
@@ -316,7 +330,7 @@ func (v *MigrationView) inFlightAt(skip string) []*api.Instance {
 		if m := in.Status.Migration; m != nil && m.Phase != api.MigSwitched && in.Status.Node == m.Source {
 			cp := *in
 			cp.Status.Node = m.Target
-			if in.Spec.SharedPath() == "" {
+			if in.Spec.SharedPath() == "" && !m.Copy {
 				cp.Status.ReplicaNode = m.Source
 			}
 			in = &cp
@@ -326,11 +340,12 @@ func (v *MigrationView) inFlightAt(skip string) []*api.Instance {
 	return out
 }
 
-// room says why target cannot take in's CPU and memory (its disk is on
-// the target already: the replica, or shared storage), or "". It counts
-// what the target holds, with the overcommit placement allows, and the
-// migrations in flight towards it.
-func (v *MigrationView) room(target string, in *api.Instance) string {
+// room says why target cannot take in's CPU and memory, and its disk when
+// copyDisk is set (otherwise the disk is on the target already: the
+// replica, or shared storage), or "". It counts what the target holds,
+// with the overcommit placement allows, and the migrations in flight
+// towards it.
+func (v *MigrationView) room(target string, in *api.Instance, copyDisk bool) string {
 	tn := v.node(target)
 	if tn == nil {
 		return "it is not a node"
@@ -350,6 +365,9 @@ func (v *MigrationView) room(target string, in *api.Instance) string {
 		freeCPU, freeMem := max(capCPU-used.CPUs, 0), max(capMem-used.Memory, 0)
 		return fmt.Sprintf("the node has no room for %d CPU, %s memory (free, with overcommit and the migrations under way counted: %d CPU, %s memory)",
 			need.CPUs, need.Memory.Human(), freeCPU, freeMem.Human())
+	}
+	if copyDisk && tn.Status.Capacity.Disk > 0 && used.Disk+in.Spec.Disk > tn.Status.Capacity.Disk {
+		return fmt.Sprintf("the node has no room for a copy of its %s disk (%s free)", in.Spec.Disk.Human(), max(tn.Status.Capacity.Disk-used.Disk, 0).Human())
 	}
 	return ""
 }
@@ -377,7 +395,7 @@ func (v *MigrationView) pickTarget(in *api.Instance) (string, string) {
 	probe.SharedDisk = true
 	for _, force := range []bool{false, true} {
 		if pl, err := cluster.Allocate(probe, scheduler.AllocateOptions{Force: force}); err == nil {
-			if v.room(pl.Primary, in) == "" {
+			if v.room(pl.Primary, in, false) == "" {
 				return pl.Primary, ""
 			}
 			return "", why

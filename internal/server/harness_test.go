@@ -234,7 +234,7 @@ func (a *fakeAgent) keepBeating() (stop func()) {
 		tick := time.NewTicker(500 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			hb := api.Heartbeat{Capacity: api.Resources{CPUs: 4, Memory: 4 << 30, Disk: 100 << 30}}
+			hb := api.Heartbeat{Capacity: api.Resources{CPUs: 4, Memory: 4 << 30, Disk: 100 << 30}, Address: a.name + ".test:7445"}
 			data, _ := json.Marshal(hb)
 			if resp, err := a.client.Post(a.ts.url+"/v1/agent/heartbeat", "application/json", bytes.NewReader(data)); err == nil {
 				resp.Body.Close()

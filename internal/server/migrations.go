@@ -225,6 +225,40 @@ func applyMigrationReport(in *api.Instance, op *api.Operation, node string, rep 
 		reason = "no reason given"
 	}
 	switch rep.Phase {
+	case api.MigReportCopying:
+		if !isSrc || !m.Copy || m.Phase != api.MigCopy {
+			return misfit()
+		}
+		if p := op.Progress; p != nil && now.Sub(p.At) < progressEvery && now.After(p.At) {
+			return migOutcome{}
+		}
+		op.Progress = copyProgress(rep, now)
+		op.Message = copyText(rep, m.Target)
+		return migOutcome{opOnly: true}
+
+	case api.MigReportCopied:
+		switch {
+		case !isSrc || !m.Copy:
+			return misfit()
+		case m.Phase != api.MigCopy && op.Step(api.StepCopied) != nil:
+			return migOutcome{} // a retry
+		case m.Phase != api.MigCopy:
+			return misfit()
+		}
+		op.Progress = copyProgress(rep, now)
+		op.Message = ""
+		msg := fmt.Sprintf("%s's copy of the disk is in sync (%s sent of %s)", m.Target, api.Bytes(rep.CopySent).Human(), api.Bytes(rep.CopyTotal).Human())
+		step(api.StepCopied, msg)
+		m.Since = now
+		if m.Mode == api.MigrateLive {
+			m.Phase = api.MigPrepare
+			in.Status.Message = fmt.Sprintf("migrating to %s (live): disk copied, the memory goes next", m.Target)
+		} else {
+			m.Phase = api.MigStopping
+			in.Status.Message = fmt.Sprintf("migrating to %s (cold): disk copied, shutting down on %s", m.Target, m.Source)
+		}
+		return migOutcome{write: true, events: []api.Event{{Time: now, Type: "MigrationCopied", Message: msg + "; operation " + op.Name}}}
+
 	case api.MigReportReady:
 		switch {
 		case !isTgt || m.Mode != api.MigrateLive:
@@ -245,7 +279,9 @@ func applyMigrationReport(in *api.Instance, op *api.Operation, node string, rep 
 		if p := op.Progress; p != nil && now.Sub(p.At) < progressEvery && now.After(p.At) {
 			return migOutcome{}
 		}
+		prev := op.Progress
 		op.Progress = &api.MigrationProgress{RAMTotal: rep.RAMTotal, RAMTransferred: rep.RAMTransferred, RAMRemaining: rep.RAMRemaining, At: now}
+		keepCopy(op.Progress, prev)
 		op.Message = progressText(rep)
 		return migOutcome{opOnly: true}
 
@@ -295,6 +331,26 @@ func applyMigrationReport(in *api.Instance, op *api.Operation, node string, rep 
 	return misfit()
 }
 
+// copyProgress is the operation's progress for a disk copy report.
+func copyProgress(rep api.MigrationReport, now time.Time) *api.MigrationProgress {
+	return &api.MigrationProgress{CopyTotal: rep.CopyTotal, CopyDone: rep.CopyDone, CopySent: rep.CopySent, At: now}
+}
+
+// keepCopy carries the disk copy's figures over into the progress of the
+// memory transfer that follows it, so the operation keeps both.
+func keepCopy(p, prev *api.MigrationProgress) {
+	if prev != nil {
+		p.CopyTotal, p.CopyDone, p.CopySent = prev.CopyTotal, prev.CopyDone, prev.CopySent
+	}
+}
+
+// copyText says how a disk copy goes: "copying the disk to host-3: 120 MiB
+// of 1.0 GiB covered, 40 MiB sent".
+func copyText(rep api.MigrationReport, target string) string {
+	return fmt.Sprintf("copying the disk to %s: %s of %s covered, %s sent", target,
+		api.Bytes(rep.CopyDone).Human(), api.Bytes(rep.CopyTotal).Human(), api.Bytes(rep.CopySent).Human())
+}
+
 // progressText says how a live transfer goes: "sent 120 MiB of 256 MiB,
 // 40 MiB left".
 func progressText(rep api.MigrationReport) string {
@@ -336,14 +392,21 @@ func migrationSwitch(in *api.Instance, op *api.Operation, rep api.MigrationRepor
 		msg := fmt.Sprintf("the memory is on %s; the guest was paused for %d ms", m.Target, rep.DowntimeMS)
 		if rep.RAMTotal > 0 {
 			msg = fmt.Sprintf("%s of memory sent; the guest was paused for %d ms", api.Bytes(rep.RAMTotal).Human(), rep.DowntimeMS)
+			prev := op.Progress
 			op.Progress = &api.MigrationProgress{RAMTotal: rep.RAMTotal, RAMTransferred: rep.RAMTransferred, RAMRemaining: rep.RAMRemaining, At: now}
+			keepCopy(op.Progress, prev)
 		}
 		op.Steps = append(op.Steps, api.OperationStep{Name: api.StepTransferred, At: now, Message: msg})
 		op.DowntimeMS = rep.DowntimeMS
 	}
 	in.Status.Node = m.Target
-	in.Status.ReplicaNode = ""
-	if !shared {
+	switch {
+	case shared:
+		in.Status.ReplicaNode = ""
+	case m.Copy:
+		// The target's copy and the replica are in the same generation:
+		// the replica stays, the source's copy goes.
+	default:
 		in.Status.ReplicaNode = m.Source
 	}
 	in.Status.Epoch++
@@ -352,7 +415,10 @@ func migrationSwitch(in *api.Instance, op *api.Operation, rep api.MigrationRepor
 	m.Phase, m.Epoch, m.Since = api.MigSwitched, in.Status.Epoch, now
 	op.Epoch = in.Status.Epoch
 	sw := fmt.Sprintf("disk primary now %s under epoch %d", m.Target, in.Status.Epoch)
-	if !shared {
+	switch {
+	case m.Copy:
+		sw += fmt.Sprintf("; its replica stays on %s; %s's copy is dropped", orDash(in.Status.ReplicaNode), m.Source)
+	case !shared:
 		sw += "; its replica on " + m.Source
 	}
 	op.Steps = append(op.Steps, api.OperationStep{Name: api.StepSwitched, At: now, Message: sw})
@@ -376,6 +442,17 @@ func migrationSwitch(in *api.Instance, op *api.Operation, rep api.MigrationRepor
 // the target's is outdated (it takes a resync).
 func migrationSwitchBack(in *api.Instance, op *api.Operation, reason string, now time.Time) migOutcome {
 	m := in.Status.Migration
+	if m.Copy {
+		// The source dropped its copy at the switch: the disk stays on
+		// the target, with its replica, and the target boots the guest
+		// afresh as after any failed start (or the host fails over).
+		msg := fmt.Sprintf("target %s could not resume it: %s; the disk moved there already, so it boots there", m.Target, reason)
+		controller.EndMigration(in, op, api.OpFailed, msg, now)
+		in.Status.Phase, in.Status.Since = api.PhaseScheduled, now
+		in.Status.Message = "migration failed: " + msg
+		in.Status.LastError = reason
+		return migOutcome{write: true, events: []api.Event{{Time: now, Type: "MigrationFailed", Node: m.Target, Message: msg + "; operation " + op.Name}}}
+	}
 	shared := in.Spec.SharedPath() != ""
 	in.Status.Node = m.Source
 	in.Status.ReplicaNode = ""

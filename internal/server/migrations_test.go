@@ -612,7 +612,6 @@ func TestMigratePreconditions(t *testing.T) {
 	check("off", nil, "", "start it first")
 	check("lag", nil, "", "wait-synced lag")
 	check("web", api.MigrateRequest{To: src}, "to", "already runs on "+src)
-	check("web", api.MigrateRequest{To: third}, "to", "no replica is not supported yet")
 
 	f := true
 	if code := e.ts.do("PATCH", "/v1/nodes/"+dst, api.NodePatch{Unschedulable: &f}, nil); code != 200 {
@@ -631,6 +630,16 @@ func TestMigratePreconditions(t *testing.T) {
 	if err := e.ts.store.Instances.Delete(ctx, "hog", 0); err != nil {
 		t.Fatal(err)
 	}
+	// A host that holds no replica needs room for a copy of the disk.
+	full := &api.Instance{Meta: api.Meta{Name: "full", CreatedAt: time.Now()}, Spec: api.InstanceSpec{CPUs: 1, Memory: 1 << 20, Disk: 100 << 30, Image: "demo", State: api.DesiredStopped},
+		Status: api.InstanceStatus{Phase: api.PhaseStopped, Node: third}}
+	if err := e.ts.store.Instances.Create(ctx, full); err != nil {
+		t.Fatal(err)
+	}
+	check("web", api.MigrateRequest{To: third}, "to", "no room for a copy of its")
+	if err := e.ts.store.Instances.Delete(ctx, "full", 0); err != nil {
+		t.Fatal(err)
+	}
 
 	op := e.mustMigrate("web", api.MigrateRequest{})
 	check("web", nil, "", "in flight")
@@ -645,6 +654,93 @@ func TestMigratePreconditions(t *testing.T) {
 		return n.Status.State == api.NodeNotReady
 	})
 	check("web", nil, "", "not Ready")
+}
+
+// TestMigrateCopy: a move to a host that holds no replica. The source
+// copies the disk first (phase copy, with progress), then the migration
+// goes on as usual; the switch makes the target the primary and keeps the
+// replica where it was. A copy whose target dies fails the migration.
+func TestMigrateCopy(t *testing.T) {
+	e := newMigEnv(t, "n1", "n2", "n3")
+	in := e.running("web", smallSpec(), true)
+	src, replica, epoch := in.Status.Node, in.Status.ReplicaNode, in.Status.Epoch
+	third := ""
+	for _, n := range []string{"n1", "n2", "n3"} {
+		if n != src && n != replica {
+			third = n
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tgtStream := e.agents[third].stream(ctx)
+
+	op := e.mustMigrate("web", api.MigrateRequest{To: third, Mode: api.MigrateCold})
+	in = e.get("web")
+	m := in.Status.Migration
+	if m == nil || !m.Copy || m.Phase != api.MigCopy || m.Target != third || m.TargetAddress != third+".test:7445" {
+		t.Fatalf("migration = %+v", m)
+	}
+	if !strings.Contains(op.Steps[0].Message, "after copying") {
+		t.Errorf("requested step %q does not say the disk is copied first", op.Steps[0].Message)
+	}
+	// The target holds the copy as a secondary of the source.
+	nextFor(t, tgtStream, "web", "the target's assignment", func(ev api.AssignmentEvent) bool {
+		return ev.Role == api.RoleSecondary && ev.Peer != nil && ev.Peer.Node == src
+	})
+	rep := func(phase string) api.MigrationReport { return api.MigrationReport{Operation: op.Name, Phase: phase} }
+	// Only the source reports the copy, and only in phase copy.
+	if code, _, _ := e.report(third, "web", rep(api.MigReportCopying)); code != 409 {
+		t.Fatalf("copying from the target = %d, want 409", code)
+	}
+	if code, _, _ := e.report(src, "web", rep(api.MigReportStopped)); code != 409 {
+		t.Fatalf("stopped during the copy = %d, want 409", code)
+	}
+	copying := rep(api.MigReportCopying)
+	copying.CopyTotal, copying.CopyDone, copying.CopySent = 1<<30, 256<<20, 20<<20
+	e.mustReport(src, "web", copying)
+	got := e.op(op.Name)
+	if got.Progress == nil || got.Progress.CopySent != 20<<20 || !strings.Contains(got.Message, "copying the disk to "+third) {
+		t.Fatalf("copy progress: %q %+v", got.Message, got.Progress)
+	}
+	copied := rep(api.MigReportCopied)
+	copied.CopyTotal, copied.CopyDone, copied.CopySent = 1<<30, 1<<30, 50<<20
+	in = e.mustReport(src, "web", copied)
+	if in.Status.Migration.Phase != api.MigStopping {
+		t.Fatalf("after copied: phase %s, want %s", in.Status.Migration.Phase, api.MigStopping)
+	}
+	e.mustReport(src, "web", copied) // a retry
+	in = e.mustReport(src, "web", rep(api.MigReportStopped))
+	if in.Status.Node != third || in.Status.ReplicaNode != replica || in.Status.Epoch != epoch+1 || in.Status.ReplicaOutdated {
+		t.Fatalf("after the switch: node %s replica %s epoch %d outdated %v", in.Status.Node, in.Status.ReplicaNode, in.Status.Epoch, in.Status.ReplicaOutdated)
+	}
+	got = e.op(op.Name)
+	if !reflect.DeepEqual(stepNames(got), []string{api.StepRequested, api.StepCopied, api.StepStopped, api.StepSwitched}) ||
+		got.Progress == nil || got.Progress.CopySent != 50<<20 || !strings.Contains(got.Step(api.StepSwitched).Message, "stays on "+replica) {
+		t.Fatalf("operation: steps %v progress %+v", stepNames(got), got.Progress)
+	}
+	// The source is no longer assigned the instance at all.
+	if assignedTo(&in, src) {
+		t.Fatalf("the source %s is still assigned the instance", src)
+	}
+
+	// A copy whose target dies ends the migration; the guest stays.
+	if code := e.agents[third].report("web", api.InstanceReport{Phase: api.PhaseRunning, Booted: true}); code != 200 {
+		t.Fatalf("boot on the target = %d", code)
+	}
+	e.disk(third, "web", api.DiskStatus{State: api.DiskUpToDate, Epoch: epoch + 1})
+	e.waitOp(op.Name, api.OpSucceeded)
+	op2 := e.mustMigrate("web", api.MigrateRequest{To: src})
+	if m := e.get("web").Status.Migration; m == nil || !m.Copy || m.Target != src {
+		t.Fatalf("second move: %+v", m)
+	}
+	e.stop(src)
+	got = e.waitOp(op2.Name, api.OpFailed)
+	if !strings.Contains(got.Message, "target "+src+" died") {
+		t.Fatalf("operation message %q", got.Message)
+	}
+	if in := e.get("web"); in.Status.Node != third || in.Status.Migration != nil {
+		t.Fatalf("after the failed copy: node %s migration %+v", in.Status.Node, in.Status.Migration)
+	}
 }
 
 // TestMigrateTargetDies: the controller's watchdog fails a migration

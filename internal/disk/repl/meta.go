@@ -53,6 +53,26 @@ func MetaPath(diskPath string) string { return diskPath + ".replmeta" }
 // BitmapPath returns where the dirty bitmap of the image at diskPath lives.
 func BitmapPath(diskPath string) string { return diskPath + ".replbitmap" }
 
+// SeedCopyMeta writes, at metaPath, the metadata of a copy primary: a
+// second Primary, stacked as the Backend of the one that serves the disk,
+// that gives a new host a full copy while the disk stays in use (to move
+// the disk there). It carries m's generation identifiers (m is the
+// serving primary's Meta), so the new host, once synced, holds the same
+// generation as the existing replica: either can then link to the other
+// as its peer with no resync. Nothing else of m is kept: the copy primary
+// was never linked, owes no one a resync, and is clean. A bitmap left at
+// bitmapPath by an earlier copy is removed.
+func SeedCopyMeta(metaPath, bitmapPath string, m Meta) error {
+	if m.DiskID == "" || m.Current == 0 {
+		return fmt.Errorf("repl: seed copy metadata: the disk's metadata has no identity yet (disk %q, generation %x)", m.DiskID, m.Current)
+	}
+	if err := os.Remove(bitmapPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("repl: seed copy metadata: %w", err)
+	}
+	seed := Meta{DiskID: m.DiskID, Epoch: m.Epoch, Current: m.Current, History: append([]uint64(nil), m.History...)}
+	return writeFileAtomic(metaPath, &seed)
+}
+
 // metaStore guards a Meta and writes it atomically on every change.
 type metaStore struct {
 	path string

@@ -29,6 +29,11 @@ type Config struct {
 	DiskPath string
 	// Backend is the local disk, usually an nbd.FileBackend over DiskPath.
 	Backend nbd.Backend
+	// MetaPath and BitmapPath override where the metadata and the dirty
+	// bitmap live (default MetaPath(DiskPath), BitmapPath(DiskPath)): a
+	// copy primary (see SeedCopyMeta) keeps its own next to the serving
+	// primary's.
+	MetaPath, BitmapPath string
 	// Epoch is the epoch the control plane assigned with the primary role.
 	Epoch uint64
 	// RegionSize is the area one bitmap bit covers, a power of two;
@@ -132,7 +137,13 @@ func NewPrimary(cfg Config) (*Primary, error) {
 	if cfg.ResyncWorkers <= 0 {
 		cfg.ResyncWorkers = DefaultResyncWorkers
 	}
-	meta, err := openMeta(MetaPath(cfg.DiskPath), cfg.DiskID)
+	if cfg.MetaPath == "" {
+		cfg.MetaPath = MetaPath(cfg.DiskPath)
+	}
+	if cfg.BitmapPath == "" {
+		cfg.BitmapPath = BitmapPath(cfg.DiskPath)
+	}
+	meta, err := openMeta(cfg.MetaPath, cfg.DiskID)
 	if err != nil {
 		return nil, err
 	}
@@ -144,7 +155,7 @@ func NewPrimary(cfg Config) (*Primary, error) {
 		return nil, fmt.Errorf("repl: primary %s: %w: epoch %d < %d already seen", cfg.DiskID, ErrStaleEpoch, cfg.Epoch, m.Epoch)
 	}
 	size := cfg.Backend.Size()
-	bm, err := OpenBitmap(BitmapPath(cfg.DiskPath), size, cfg.RegionSize)
+	bm, err := OpenBitmap(cfg.BitmapPath, size, cfg.RegionSize)
 	if err != nil {
 		return nil, err
 	}
