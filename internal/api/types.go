@@ -448,6 +448,9 @@ type Event struct {
 	Type    string `json:"type"`
 	Node    string `json:"node,omitempty"`
 	Message string `json:"message,omitempty"`
+	// Cause, on NotServing, says why (an api.Cause* value): the SLA
+	// ledger records it with the change.
+	Cause string `json:"cause,omitempty"`
 }
 
 // Event kinds.

@@ -110,7 +110,9 @@ func (c *Controller) failOne(ctx context.Context, cluster *scheduler.Cluster, no
 	}
 	if in.Status.Serving {
 		in.Status.Serving, in.Status.ServingSince = false, downSince
-		ops = append(ops, c.s.EventOp(api.Event{Time: downSince, Kind: api.KindInstance, Name: in.Name, Node: dead.Name, Type: "NotServing", Message: "host " + dead.Name + " is down"}))
+		ev := api.Event{Time: downSince, Kind: api.KindInstance, Name: in.Name, Node: dead.Name, Type: "NotServing", Message: "host " + dead.Name + " is down", Cause: api.CauseHostFailure}
+		ops = append(ops, c.s.EventOp(ev))
+		ops = append(ops, LedgerOps(c.s, in, ev)...)
 	}
 	if blocked != "" && in.Spec.SharedPath() != "" {
 		// Shared storage can start anywhere: it waits Pending, and the

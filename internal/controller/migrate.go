@@ -471,6 +471,9 @@ func CommitMigrationChange(ctx context.Context, s *store.Store, name string, in 
 	for _, ev := range evs {
 		ops = append(ops, s.EventOp(ev))
 	}
+	if in != nil {
+		ops = append(ops, LedgerOps(s, in, evs...)...)
+	}
 	ok, rev, err := s.Txn(ctx, cmps, ops...)
 	if err != nil {
 		return err

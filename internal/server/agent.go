@@ -220,7 +220,7 @@ func (s *Server) reportStatus(w http.ResponseWriter, r *http.Request) {
 		}
 		if err == nil && rep.Destroyed && in.Status.Deleting {
 			rv, _ := store.ParseRevision(in.ResourceVersion)
-			err = s.store.Instances.Delete(ctx, name, rv, append(s.releaseOps(in), s.instanceEvent(in, "Deleted", "VM and disk destroyed on "+node))...)
+			err = s.store.Instances.Delete(ctx, name, rv, append(append(s.releaseOps(in), s.goneOps(in)...), s.instanceEvent(in, "Deleted", "VM and disk destroyed on "+node))...)
 			if err == nil {
 				in.Status.Phase = api.PhaseDeleting
 				writeJSON(w, http.StatusOK, in)
@@ -245,6 +245,7 @@ func (s *Server) reportStatus(w http.ResponseWriter, r *http.Request) {
 				for i, ev := range evs {
 					ops[i] = s.store.EventOp(ev)
 				}
+				ops = append(ops, controller.LedgerOps(s.store, in, evs...)...)
 				err = s.store.Instances.Update(ctx, in, ops...)
 			}
 			if err == nil {
@@ -320,11 +321,11 @@ func applyReport(in *api.Instance, rep api.InstanceReport, now time.Time) []api.
 			at = now // a missing or implausible agent clock
 		}
 		in.Status.Serving, in.Status.ServingSince = *rep.Serving, at
-		typ := "NotServing"
-		if *rep.Serving {
-			typ = "Serving"
+		ev := api.Event{Time: at, Type: "Serving"}
+		if !*rep.Serving {
+			ev.Type, ev.Cause = "NotServing", controller.NotServingCause(in, rep.Phase)
 		}
-		evs = append(evs, api.Event{Time: at, Type: typ})
+		evs = append(evs, ev)
 	}
 	return evs
 }

@@ -26,6 +26,16 @@ func (s *Server) knownImage(ctx context.Context) (func(string) bool, error) {
 	return func(n string) bool { return names[n] }, nil
 }
 
+// goneOps are the ledger's record that a deleted instance stops counting:
+// from its deletion on, it is out of service by its customer's choice.
+func (s *Server) goneOps(in *api.Instance) []clientv3.Op {
+	if in.Status.Boots == 0 {
+		return nil // it never ran: the ledger never heard of it
+	}
+	return []clientv3.Op{s.store.LedgerOp(api.LedgerEntry{Time: s.cfg.Now().UTC(), Instance: in.Name, Customer: in.Spec.Owner,
+		Node: in.Status.Node, Cause: api.CauseCustomerStop})}
+}
+
 func (s *Server) instanceEvent(in *api.Instance, typ, msg string) clientv3.Op {
 	return s.store.EventOp(api.Event{Time: s.cfg.Now().UTC(), Kind: api.KindInstance, Name: in.Name, Type: typ, Node: in.Status.Node, Message: msg})
 }
@@ -356,7 +366,7 @@ func (s *Server) deleteInstance(w http.ResponseWriter, r *http.Request) {
 		}
 		cur, _ := store.ParseRevision(in.ResourceVersion)
 		if force || in.Status.Node == "" {
-			err = s.store.Instances.Delete(r.Context(), name, cur, append(s.releaseOps(in), s.instanceEvent(in, "Deleted", ""))...)
+			err = s.store.Instances.Delete(r.Context(), name, cur, append(append(s.releaseOps(in), s.goneOps(in)...), s.instanceEvent(in, "Deleted", ""))...)
 			if err == nil {
 				in.Status.Phase = api.PhaseDeleting
 				writeJSON(w, http.StatusOK, in)

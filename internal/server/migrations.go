@@ -427,7 +427,7 @@ func migrationSwitch(in *api.Instance, op *api.Operation, rep api.MigrationRepor
 		in.Status.Message = "migrating: booting on " + m.Target
 		if in.Status.Serving {
 			in.Status.Serving, in.Status.ServingSince = false, now
-			evs = append(evs, api.Event{Time: now, Type: "NotServing", Node: m.Source, Message: "shut down on " + m.Source + " to move to " + m.Target})
+			evs = append(evs, api.Event{Time: now, Type: "NotServing", Node: m.Source, Message: "shut down on " + m.Source + " to move to " + m.Target, Cause: api.CauseMigration})
 		}
 	} else {
 		in.Status.Message = "migrating: resuming on " + m.Target
