@@ -7,6 +7,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	// SLA reports take a month in any time zone (--tz): hosts without
+	// zoneinfo must know them too.
+	_ "time/tzdata"
 
 	"github.com/ferrycluster/ferry/internal/cli"
 )

@@ -30,4 +30,6 @@ type LedgerEntry struct {
 	// Cause says why it stopped serving (one of the Cause constants);
 	// empty when Serving.
 	Cause string `json:"cause,omitempty"`
+	// Deleted records the instance's deletion: it leaves the ledger.
+	Deleted bool `json:"deleted,omitempty"`
 }

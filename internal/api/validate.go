@@ -90,11 +90,8 @@ func (s *InstanceSpec) Validate(knownImage func(string) bool) error {
 	default:
 		return fieldErr("spec.state", "must be %q or %q, got %q", DesiredRunning, DesiredStopped, s.State)
 	}
-	if len(s.Owner) > maxOwnerLen {
-		return fieldErr("spec.owner", "is %d characters long; at most %d are allowed", len(s.Owner), maxOwnerLen)
-	}
-	if strings.ContainsFunc(s.Owner, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-		return fieldErr("spec.owner", "must not contain control characters")
+	if err := ValidateOwner("spec.owner", s.Owner); err != nil {
+		return err
 	}
 	if s.Group != "" {
 		if err := ValidateName("spec.group", s.Group); err != nil {
@@ -421,4 +418,16 @@ func describeJSONError(err error) error {
 	}
 	// Any other error from an UnmarshalJSON method comes through here.
 	return &FieldError{Message: strings.TrimPrefix(msg, "json: ")}
+}
+
+// ValidateOwner checks a customer name (an instance's owner): at most 128
+// bytes, no control characters. It may be empty.
+func ValidateOwner(field, owner string) error {
+	if len(owner) > maxOwnerLen {
+		return fieldErr(field, "is %d characters long; at most %d are allowed", len(owner), maxOwnerLen)
+	}
+	if strings.ContainsFunc(owner, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return fieldErr(field, "must not contain control characters")
+	}
+	return nil
 }

@@ -84,6 +84,9 @@ type fakeAPI struct {
 	opScripts map[string][]api.Operation
 	// nodeScripts scripts GET /v1/nodes/{name} the same way.
 	nodeScripts map[string][]api.Node
+	// sla is what the /v1/sla and /v1/maintenance routes serve
+	// (sla_live_test.go).
+	sla *fakeSLA
 }
 
 func newFakeAPI() *fakeAPI {
@@ -688,6 +691,7 @@ func (f *fakeAPI) handler() http.Handler {
 		<-r.Context().Done()
 		f.mu.Lock()
 	})
+	f.slaRoutes(mux)
 
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer "+testToken {

@@ -197,6 +197,8 @@ FERRY_TOKEN and FERRY_CA_FILE, else the current context of the config file.`,
 		a.newEventsCmd(),
 		a.newOperationCmd(),
 		a.newClusterCmd(),
+		a.newSLACmd(),
+		a.newMaintenanceCmd(),
 	)
 	return root
 }

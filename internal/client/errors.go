@@ -73,6 +73,13 @@ func IsConflict(err error) bool {
 	return errors.As(err, &e) && (e.Status == http.StatusConflict || e.Code == CodeConflict || e.Code == CodeAlreadyExists)
 }
 
+// IsExists reports whether err is, or wraps, an [*APIError] saying an
+// object of that name already exists (409 already_exists).
+func IsExists(err error) bool {
+	var e *APIError
+	return errors.As(err, &e) && e.Code == CodeAlreadyExists
+}
+
 // IsUnauthorized reports whether err is, or wraps, an [*APIError] saying the
 // token is missing or was rejected (401).
 func IsUnauthorized(err error) bool {

@@ -27,6 +27,7 @@ type testServer struct {
 	client *http.Client
 	cancel context.CancelFunc
 	done   chan error
+	once   sync.Once
 }
 
 func startServer(t testing.TB, mod func(*Config)) *testServer {
@@ -68,14 +69,17 @@ func startServerNoLeaderWait(t testing.TB, mod func(*Config)) *testServer {
 	return ts
 }
 
+// stop stops the server; later calls do nothing.
 func (ts *testServer) stop() {
-	ts.cancel()
-	select {
-	case <-ts.done:
-	case <-time.After(15 * time.Second):
-		ts.t.Errorf("server did not stop")
-	}
-	ts.Close()
+	ts.once.Do(func() {
+		ts.cancel()
+		select {
+		case <-ts.done:
+		case <-time.After(15 * time.Second):
+			ts.t.Errorf("server did not stop")
+		}
+		ts.Close()
+	})
 }
 
 // waitFor polls cond until it holds or the deadline passes.

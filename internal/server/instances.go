@@ -33,7 +33,7 @@ func (s *Server) goneOps(in *api.Instance) []clientv3.Op {
 		return nil // it never ran: the ledger never heard of it
 	}
 	return []clientv3.Op{s.store.LedgerOp(api.LedgerEntry{Time: s.cfg.Now().UTC(), Instance: in.Name, Customer: in.Spec.Owner,
-		Node: in.Status.Node, Cause: api.CauseCustomerStop})}
+		Node: in.Status.Node, Deleted: true})}
 }
 
 func (s *Server) instanceEvent(in *api.Instance, typ, msg string) clientv3.Op {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ferrycluster/ferry/internal/api"
+	"github.com/ferrycluster/ferry/internal/sla"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -65,6 +66,13 @@ type Store struct {
 	Networks  *Collection[api.Network]
 	// Operations holds failovers and migrations with their steps.
 	Operations *Collection[api.Operation]
+	// SLAPolicies, SLAInstances and SLACustomers hold the SLA policies
+	// and their assignments to instances and customers; Maintenance the
+	// announced maintenance windows.
+	SLAPolicies  *Docs[sla.Policy]
+	SLAInstances *Docs[sla.Assignment]
+	SLACustomers *Docs[sla.Assignment]
+	Maintenance  *Docs[api.Maintenance]
 }
 
 // New wraps a connected etcd client. prefix is normally Prefix; tests pass
@@ -83,6 +91,10 @@ func newStore(cli *clientv3.Client, prefix string, guard []clientv3.Cmp) *Store 
 	s.Images = &Collection[api.Image]{s: s, dir: prefix + imagesDir}
 	s.Networks = &Collection[api.Network]{s: s, dir: prefix + networksDir}
 	s.Operations = &Collection[api.Operation]{s: s, dir: prefix + operationsDir}
+	s.SLAPolicies = &Docs[sla.Policy]{s: s, dir: prefix + "sla/policies/", kind: "policy"}
+	s.SLAInstances = &Docs[sla.Assignment]{s: s, dir: prefix + "sla/assign/instances/", kind: "assignment"}
+	s.SLACustomers = &Docs[sla.Assignment]{s: s, dir: prefix + "sla/assign/customers/", kind: "assignment"}
+	s.Maintenance = &Docs[api.Maintenance]{s: s, dir: prefix + "maintenance/", kind: "maintenance"}
 	return s
 }
 
