@@ -119,7 +119,7 @@ price (the policy's, or --price).`,
 	}
 	fl := cmd.Flags()
 	fl.StringArrayVar(&policies, "policy", nil, "policy JSON file (repeatable; the first is the default; - for standard input)")
-	fl.StringArrayVar(&assigns, "assign", nil, "give an instance or a customer another --policy: instance:NAME=POLICY or customer:NAME=POLICY (repeatable)")
+	fl.StringArrayVar(&assigns, "assign", nil, "give an instance or a customer another --policy, and optionally its own monthly price: instance:NAME=POLICY[@PRICE] or customer:NAME=POLICY[@PRICE] (repeatable)")
 	fl.StringVar(&monthArg, "month", "", "the calendar month, YYYY-MM")
 	fl.StringVar(&tz, "tz", "UTC", "time zone the month is taken in, e.g. Europe/Berlin")
 	fl.StringVar(&until, "until", "", "end the report at this RFC 3339 time, as a live report of the current month ends at its making")
@@ -272,8 +272,20 @@ func planFlags(pols []sla.Policy, assigns []string, price string) (sla.PlanFunc,
 	for _, a := range assigns {
 		kind, rest, _ := strings.Cut(a, ":")
 		name, policy, ok := strings.Cut(rest, "=")
+		policy, priceText, priced := strings.Cut(policy, "@")
 		if !ok || name == "" || policy == "" || kind != "instance" && kind != "customer" {
-			return nil, &flagError{flag: "--assign", msg: fmt.Sprintf("%q: write instance:NAME=POLICY or customer:NAME=POLICY", a)}
+			return nil, &flagError{flag: "--assign", msg: fmt.Sprintf("%q: write instance:NAME=POLICY or customer:NAME=POLICY, optionally with @PRICE", a)}
+		}
+		var asg sla.Assignment
+		if priced {
+			p, err := sla.ParseMoney(priceText)
+			if err == nil && (p < 0 || p > sla.MaxMoney) {
+				err = fmt.Errorf("%s is not an amount from 0 to %s", priceText, sla.MaxMoney)
+			}
+			if err != nil {
+				return nil, &flagError{flag: "--assign", msg: fmt.Sprintf("%q: price: %v", a, err), err: err}
+			}
+			asg.MonthlyPrice = &p
 		}
 		if _, known := plans.Policies[policy]; !known {
 			return nil, &flagError{flag: "--assign", msg: fmt.Sprintf("%q: %s %q: the --policy files define %s", a, sla.ErrUnknownPolicy, policy, strings.Join(names, ", ")), err: sla.ErrUnknownPolicy}
@@ -285,7 +297,8 @@ func planFlags(pols []sla.Policy, assigns []string, price string) (sla.PlanFunc,
 		if prev, dup := m[name]; dup && prev.Policy != policy {
 			return nil, &flagError{flag: "--assign", msg: fmt.Sprintf("%s %q is assigned both %q and %q", kind, name, prev.Policy, policy)}
 		}
-		m[name] = sla.Assignment{Policy: policy}
+		asg.Policy = policy
+		m[name] = asg
 	}
 	if price == "" {
 		return plans.Plan, nil
