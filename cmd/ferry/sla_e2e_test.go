@@ -74,7 +74,10 @@ func TestSLAEndToEnd(t *testing.T) {
 		c.call("GET", "/v1/instances/"+name, nil, &in)
 		return in
 	}
-	serving := func(name string) bool { in := get(name); return in.Status.Phase == api.PhaseRunning && in.Status.Serving }
+	serving := func(name string) bool {
+		in := get(name)
+		return in.Status.Phase == api.PhaseRunning && in.Status.Serving
+	}
 	waitUntil(t, 30*time.Second, "web and db serving", func() bool { return serving("web") && serving("db") })
 
 	// A host dies: web's.
@@ -112,16 +115,16 @@ func TestSLAEndToEnd(t *testing.T) {
 	var rep struct {
 		To        time.Time `json:"to"`
 		Instances []struct {
-			Instance            string             `json:"instance"`
-			Customer            string             `json:"customer"`
-			Policy              string             `json:"policy"`
-			WindowSeconds       float64            `json:"window_seconds"`
-			DowntimeSeconds     float64            `json:"downtime_seconds"`
-			ExcludedSeconds     float64            `json:"excluded_seconds"`
-			AvailabilityPercent float64            `json:"availability_percent"`
-			CreditPercent       float64            `json:"credit_percent"`
-			Credit              float64            `json:"credit"`
-			MonthlyPrice        float64            `json:"monthly_price"`
+			Instance            string  `json:"instance"`
+			Customer            string  `json:"customer"`
+			Policy              string  `json:"policy"`
+			WindowSeconds       float64 `json:"window_seconds"`
+			DowntimeSeconds     float64 `json:"downtime_seconds"`
+			ExcludedSeconds     float64 `json:"excluded_seconds"`
+			AvailabilityPercent float64 `json:"availability_percent"`
+			CreditPercent       float64 `json:"credit_percent"`
+			Credit              float64 `json:"credit"`
+			MonthlyPrice        float64 `json:"monthly_price"`
 			IncidentsByCause    map[string]struct {
 				Count   int     `json:"count"`
 				Seconds float64 `json:"downtime_seconds"`
