@@ -19,7 +19,7 @@ import (
 // is one transaction with the node record, which lists the instance in
 // Took. An instance that cannot move now is listed in Blocked with the
 // reason (and gets an event when the reason is new), and tried again next
-// pass. `ferry node undrain --restore` records a RestoreSpec instead: the
+// pass; one whose drain migration failed, after a backoff (drainBackoff). `ferry node undrain --restore` records a RestoreSpec instead: the
 // instances of Took go back, the same way.
 
 // drains works on every node being drained or restored.
@@ -101,6 +101,63 @@ func cloneNodeSpec(s api.NodeSpec) api.NodeSpec {
 	return s
 }
 
+// A drain migration that failed (or was cancelled) is not started again at
+// once: the cause may last (a target that cannot take the guest, say), and
+// a drain that retried every pass would pile up an operation record per
+// pass. It waits drainRetryMin after the first failure, twice as long
+// after each further one, at most drainRetryMax.
+const (
+	drainRetryMin = 5 * time.Second
+	drainRetryMax = 5 * time.Minute
+)
+
+// drainBackoff says why the drain (cause, begun at since) must not try to
+// move in off node yet, after its migrations of in that failed or were
+// cancelled since the last one that succeeded, or "" if it may.
+func drainBackoff(v *MigrationView, in *api.Instance, node, cause string, since, now time.Time) string {
+	var ops []*api.Operation
+	for _, op := range v.Operations {
+		if op.Type != api.OpMigrate || op.Instance != in.Name || op.From != node || op.Cause != cause || op.StartedAt.Before(since) {
+			continue
+		}
+		ops = append(ops, op)
+	}
+	slices.SortFunc(ops, func(a, b *api.Operation) int { return a.StartedAt.Compare(b.StartedAt) })
+	k := 0
+	var last *api.Operation
+	for _, op := range ops {
+		switch op.State {
+		case api.OpFailed, api.OpCancelled:
+			k++
+			last = op
+		case api.OpSucceeded:
+			k, last = 0, nil
+		}
+	}
+	if last == nil {
+		return ""
+	}
+	wait := drainRetryMin
+	for i := 1; i < k && wait < drainRetryMax; i++ {
+		wait *= 2
+	}
+	wait = min(wait, drainRetryMax)
+	ended := last.EndedAt
+	if ended.IsZero() {
+		ended = last.StartedAt
+	}
+	at := ended.Add(wait)
+	if !now.Before(at) {
+		return ""
+	}
+	what := "failed"
+	if last.State == api.OpCancelled {
+		what = "was cancelled"
+	}
+	return fmt.Sprintf("its migration %s %s (%s); the drain tries again at %s (%d attempts failed)",
+		last.Name, what, last.Message, at.Format(time.RFC3339), k)
+}
+
 // drainNode starts the migrations off a node being drained that its
 // concurrency allows, and records the instances that cannot move.
 func (c *Controller) drainNode(ctx context.Context, v *MigrationView, n *api.Node) error {
@@ -128,7 +185,16 @@ func (c *Controller) drainNode(ctx context.Context, v *MigrationView, n *api.Nod
 			}
 			continue
 		}
-		st, err := PlanMigration(v, in, api.MigrateRequest{Mode: d.Mode}, MigrateOptions{Cause: "drain of " + n.Name, Drain: n.Name, Now: now})
+		cause := "drain of " + n.Name
+		if why := drainBackoff(v, in, n.Name, cause, d.StartedAt, now); why != "" {
+			blocked[in.Name] = why
+			if d.Blocked[in.Name] != why {
+				evs = append(evs, api.Event{Time: now, Kind: api.KindInstance, Name: in.Name, Node: n.Name, Type: "DrainBlocked",
+					Message: "cannot move off " + n.Name + " yet: " + why})
+			}
+			continue
+		}
+		st, err := PlanMigration(v, in, api.MigrateRequest{Mode: d.Mode}, MigrateOptions{Cause: cause, Drain: n.Name, Now: now})
 		var ref *Refusal
 		switch {
 		case errors.As(err, &ref):

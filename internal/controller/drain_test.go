@@ -462,3 +462,66 @@ func TestFailoverEndsMigration(t *testing.T) {
 		t.Fatalf("instance after the failover: %+v", in.Status)
 	}
 }
+
+// TestDrainRetryBackoff: a drain migration that fails is not started again
+// at once (a drain that retried every pass piled up hundreds of failed
+// operations a minute against a target that kept refusing), but after 5 s,
+// then 10 s, with the reason in Blocked and one event per failure.
+func TestDrainRetryBackoff(t *testing.T) {
+	e := newMigEnv(t, "a", "b")
+	e.running("i1", "a", "b")
+	e.update(e.node("a"), func(s *api.NodeSpec) {
+		s.Unschedulable = true
+		s.Drain = &api.DrainSpec{Mode: api.MigrateLive, MaxConcurrent: 2, StartedAt: e.now}
+	})
+	fail := func() string {
+		t.Helper()
+		in := e.inst("i1")
+		if in.Status.Migration == nil {
+			t.Fatal("i1 has no migration in flight")
+		}
+		op := e.op(in.Status.Migration.Operation)
+		EndMigration(in, op, api.OpFailed, "b: boot files of i1: bad image", e.now)
+		if err := CommitMigrationChange(e.ctx, e.s, "i1", in, op); err != nil {
+			t.Fatal(err)
+		}
+		return op.Name
+	}
+	blocked := func(want string) {
+		t.Helper()
+		e.pass()
+		if got := e.inFlight(); len(got) != 0 {
+			t.Fatalf("in flight %v: the drain retried at once", got)
+		}
+		if why := e.node("a").Spec.Drain.Blocked["i1"]; !strings.Contains(why, want) || !strings.Contains(why, "tries again at") {
+			t.Fatalf("blocked %q, want it to name %s and when the drain tries again", why, want)
+		}
+	}
+	e.pass()
+	first := fail()
+	blocked(first)
+	blocked(first) // one event per reason, not per pass
+	if k := e.eventCount("DrainBlocked"); k != 1 {
+		t.Fatalf("%d DrainBlocked events, want 1", k)
+	}
+	e.now = e.now.Add(5 * time.Second)
+	e.pass()
+	if got := e.inFlight(); !reflect.DeepEqual(got, []string{"i1"}) {
+		t.Fatalf("in flight %v after 5 s, want i1", got)
+	}
+	second := fail()
+	e.now = e.now.Add(6 * time.Second)
+	blocked(second) // 10 s after the second failure
+	e.now = e.now.Add(5 * time.Second)
+	e.pass()
+	if got := e.inFlight(); !reflect.DeepEqual(got, []string{"i1"}) {
+		t.Fatalf("in flight %v after 11 s, want i1", got)
+	}
+	e.complete("i1")
+	e.pass()
+	e.pass()
+	a := e.node("a")
+	if a.Spec.Drain.DrainedAt.IsZero() || len(a.Spec.Drain.Blocked) != 0 || e.eventCount("DrainBlocked") != 2 {
+		t.Fatalf("after the drain: %+v, %d DrainBlocked events", a.Spec.Drain, e.eventCount("DrainBlocked"))
+	}
+}
