@@ -383,6 +383,10 @@ func (w *worker) reconcileSecondary(ctx context.Context, inst *api.Instance, pee
 		if err := w.unprepare(nil, false); err != nil {
 			return w.failed("destroy vm", err), false
 		}
+		// unprepare removed the VM's directory with its unpacked
+		// kernel: warm it again below, or the next failover or cold
+		// migration here unpacks it while the guest is down.
+		w.bootWarm = false
 	}
 	if !w.a.realVMs() || inst.Status.Deleting {
 		return 0, false
