@@ -372,13 +372,17 @@ func writeResets(diskPath string, n uint64) error {
 func (d *replDisk) linkLoop(ctx context.Context) {
 	tune := d.a.diskTune
 	start := time.Now()
-	backoff := tune.poll
+	// The first retries come quickly: after a migration's switch the
+	// peer becomes the replica a moment after this host becomes the
+	// primary, and the guest's writes wait for the link meanwhile.
+	firstRetry := min(tune.poll, 50*time.Millisecond)
+	backoff := firstRetry
 	asked := false
 	var lastErr string
 	for ctx.Err() == nil {
 		st := d.prim.Status()
 		if st.State == repl.StateUpToDate || st.State == repl.StateSyncing {
-			backoff = tune.poll
+			backoff = firstRetry
 			if !sleepCtx(ctx, tune.poll) {
 				return
 			}
@@ -390,7 +394,7 @@ func (d *replDisk) linkLoop(ctx context.Context) {
 			d.mu.Lock()
 			d.linkErr, d.diverged, d.stale = nil, false, false
 			d.mu.Unlock()
-			asked, lastErr, backoff = true, "", tune.poll
+			asked, lastErr, backoff = true, "", firstRetry
 			continue
 		}
 		if ctx.Err() != nil {

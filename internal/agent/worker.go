@@ -75,8 +75,10 @@ type worker struct {
 	holdRestart bool
 	// bootPending is set from a VM start until a report of it is accepted.
 	bootPending bool
-	// bootWarm is set once the replica's boot files were pre-extracted.
-	bootWarm bool
+	// bootWarm is set once the replica's boot files were pre-extracted;
+	// not before bootWarmAt.
+	bootWarm   bool
+	bootWarmAt time.Time
 	// stopProbing ends the health prober of the running VM.
 	stopProbing context.CancelFunc
 	// incoming, on a live migration's target, serves the disk of the VM
@@ -94,6 +96,10 @@ type worker struct {
 	migCancelOp string
 	migCancel   context.CancelFunc
 }
+
+// bootRewarmDelay is how long a host that gave its guest away waits before
+// it prepares the boot files again as the replica.
+const bootRewarmDelay = 20 * time.Second
 
 // workerLocked returns the worker of name, creating and starting it (after
 // calling init on it) if there is none. a.mu must be held and Run must have
@@ -375,6 +381,15 @@ func (w *worker) reconcileDeleting(ctx context.Context, gen uint64, inst *api.In
 // host never runs the VM: one left running here (this host was the primary
 // before) is destroyed first.
 func (w *worker) reconcileSecondary(ctx context.Context, inst *api.Instance, peer *api.Peer) (time.Duration, bool) {
+	if w.running && w.a.realVMs() && !inst.Status.Deleting {
+		// Take the replica first: after a migration away from here the
+		// new primary is dialling this host, and every guest write
+		// there waits for the link. The VM left here cannot write: the
+		// primary that served its disk is closed.
+		if err := w.ensureSecondary(inst, peer); err != nil {
+			return w.failed("hold replica", err), false
+		}
+	}
 	if w.running {
 		w.log.Warn("this host holds the replica now; destroying the vm it ran")
 		if err := w.destroy(ctx); err != nil {
@@ -383,10 +398,13 @@ func (w *worker) reconcileSecondary(ctx context.Context, inst *api.Instance, pee
 		if err := w.unprepare(nil, false); err != nil {
 			return w.failed("destroy vm", err), false
 		}
-		// unprepare removed the VM's directory with its unpacked
-		// kernel: warm it again below, or the next failover or cold
-		// migration here unpacks it while the guest is down.
+		// destroy removed the VM's directory with its unpacked
+		// kernel: warm it again, or the next failover or cold migration
+		// here unpacks it while the guest is down. Not at once: this
+		// host just handed the guest over (a migration), and unpacking
+		// takes a core for a second that the guest needs now.
 		w.bootWarm = false
+		w.bootWarmAt = time.Now().Add(bootRewarmDelay)
 	}
 	if !w.a.realVMs() || inst.Status.Deleting {
 		return 0, false
@@ -395,6 +413,9 @@ func (w *worker) reconcileSecondary(ctx context.Context, inst *api.Instance, pee
 		return w.failed("hold replica", err), false
 	}
 	w.backoff = 0
+	if wait := time.Until(w.bootWarmAt); !w.bootWarm && wait > 0 {
+		return wait, false
+	}
 	if !inst.Status.ReplicaOutdated && !w.bootWarm {
 		// Unpack the guest's kernel now, while nothing waits for it, so a
 		// failover here skips that second (ExtractBoot keeps an unpacked
