@@ -13,6 +13,7 @@ import (
 
 	"github.com/ferrycluster/ferry/internal/api"
 	"github.com/ferrycluster/ferry/internal/disk/repl"
+	"github.com/ferrycluster/ferry/internal/netid"
 	"github.com/ferrycluster/ferry/internal/vmm"
 )
 
@@ -346,8 +347,18 @@ func (w *worker) migrateOut(ctx context.Context, gen uint64, inst *api.Instance,
 	// both disks: hand the disk over.
 	progress.stop()
 	w.stopProbe()
+	// Frames for the guest go on reaching this host's tap until the
+	// target announces it; taking the tap down makes the bridges forget
+	// this port and flood them, so they reach the target at once.
+	tap := netid.TapName(w.name)
+	if err := netid.SetTapUp(tap, false); err != nil {
+		w.log.Warn("taking the migrated vm's tap down", "err", err)
+	}
 	rollback := func(why error) time.Duration {
 		w.log.Warn("switch refused; resuming the vm here", "err", why)
+		if err := netid.SetTapUp(netid.TapName(w.name), true); err != nil {
+			w.log.Warn("bringing the vm's tap back up", "err", err)
+		}
 		if replicated(inst) && w.a.realVMs() {
 			if _, err := w.ensurePrimary(inst, peer); err != nil {
 				return w.failed("reopen disk", err)

@@ -239,6 +239,36 @@ func DeleteTap(name string) error {
 	return nil
 }
 
+// SetTapUp brings the tap device called name up or down. A missing device
+// is not an error. A live migration's source takes its VM's tap down as
+// soon as the guest has left: the bridge then forgets the port for the
+// guest's MAC and floods its frames, which reach the target's tap at once
+// instead of after the target's announcement.
+func SetTapUp(name string, up bool) error {
+	if err := checkIfName(name); err != nil {
+		return fmt.Errorf("set tap: %w", err)
+	}
+	l, err := netlink.LinkByName(name)
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("set tap %s: %w", name, err)
+	}
+	if _, ok := l.(*netlink.Tuntap); !ok {
+		return fmt.Errorf("set tap %s: link is a %s, not a tap; left alone", name, l.Type())
+	}
+	if up {
+		err = netlink.LinkSetUp(l)
+	} else {
+		err = netlink.LinkSetDown(l)
+	}
+	if err != nil {
+		return fmt.Errorf("set tap %s up=%v: %w", name, up, err)
+	}
+	return nil
+}
+
 // isNotFound reports whether err says a link does not exist.
 func isNotFound(err error) bool {
 	var nf netlink.LinkNotFoundError

@@ -229,6 +229,32 @@ func attachTap(name string, flags uint16) error {
 	return nil
 }
 
+func TestSetTapUp(t *testing.T) {
+	inFreshNetns(t, func() {
+		if err := EnsureBridge("br0", ""); err != nil {
+			t.Fatal(err)
+		}
+		name := TapName("web-1")
+		if err := EnsureTap(name, "br0", 0); err != nil {
+			t.Fatal(err)
+		}
+		for _, up := range []bool{false, true, false} {
+			if err := SetTapUp(name, up); err != nil {
+				t.Fatalf("SetTapUp(%v): %v", up, err)
+			}
+			if got := mustLink(t, name).Attrs().Flags&net.FlagUp != 0; got != up {
+				t.Fatalf("after SetTapUp(%v) the tap is up=%v", up, got)
+			}
+		}
+		if err := SetTapUp(TapName("nope"), false); err != nil {
+			t.Errorf("a missing tap: %v", err)
+		}
+		if err := SetTapUp("br0", false); err == nil {
+			t.Error("SetTapUp took a bridge for a tap")
+		}
+	})
+}
+
 func TestSendGratuitousARP(t *testing.T) {
 	inFreshNetns(t, func() {
 		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "a0"}, PeerName: "b0"}

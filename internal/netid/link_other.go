@@ -20,6 +20,9 @@ func EnsureTap(name, bridge string, mtu int) error { return errNotLinux }
 // DeleteTap needs Linux; elsewhere it fails.
 func DeleteTap(name string) error { return errNotLinux }
 
+// SetTapUp needs Linux.
+func SetTapUp(name string, up bool) error { return errNotLinux }
+
 // SendGratuitousARP needs Linux; elsewhere it fails.
 func SendGratuitousARP(iface string, ip netip.Addr, mac net.HardwareAddr) error {
 	return errNotLinux
