@@ -65,14 +65,7 @@ func (s *switchBackend) WriteAt(b []byte, off int64) (int, error) {
 func (s *switchBackend) WriteAtFUA(b []byte, off int64) (int, error) {
 	be, done := s.get()
 	defer done()
-	if f, ok := be.(nbd.FUAWriter); ok {
-		return f.WriteAtFUA(b, off)
-	}
-	n, err := be.WriteAt(b, off)
-	if err == nil {
-		err = be.Flush()
-	}
-	return n, err
+	return nbd.WriteAtFUA(be, b, off)
 }
 
 func (s *switchBackend) Size() int64 {
@@ -90,27 +83,13 @@ func (s *switchBackend) Flush() error {
 func (s *switchBackend) Trim(off, length int64) error {
 	be, done := s.get()
 	defer done()
-	if t, ok := be.(nbd.Trimmer); ok {
-		return t.Trim(off, length)
-	}
-	return nil // a hint
+	return nbd.Trim(be, off, length)
 }
 
 func (s *switchBackend) WriteZeroes(off, length int64, mayTrim bool) error {
 	be, done := s.get()
 	defer done()
-	if z, ok := be.(nbd.ZeroWriter); ok {
-		return z.WriteZeroes(off, length, mayTrim)
-	}
-	buf := make([]byte, min(length, 1<<20))
-	for length > 0 {
-		n := min(length, int64(len(buf)))
-		if _, err := be.WriteAt(buf[:n], off); err != nil {
-			return err
-		}
-		off, length = off+n, length-n
-	}
-	return nil
+	return nbd.WriteZeroes(be, off, length, mayTrim)
 }
 
 // CanMultiConn answers for the file: the copy primary adds no restriction

@@ -111,14 +111,7 @@ func (g *gate) WriteAtFUA(p []byte, off int64) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if f, ok := be.(nbd.FUAWriter); ok {
-		return f.WriteAtFUA(p, off)
-	}
-	n, err := be.WriteAt(p, off)
-	if err == nil {
-		err = be.Flush()
-	}
-	return n, err
+	return nbd.WriteAtFUA(be, p, off)
 }
 
 func (g *gate) Flush() error {
@@ -134,10 +127,7 @@ func (g *gate) Trim(off, length int64) error {
 	if err != nil {
 		return err
 	}
-	if t, ok := be.(nbd.Trimmer); ok {
-		return t.Trim(off, length)
-	}
-	return nil // a hint: doing nothing is valid
+	return nbd.Trim(be, off, length)
 }
 
 func (g *gate) WriteZeroes(off, length int64, mayTrim bool) error {
@@ -145,18 +135,7 @@ func (g *gate) WriteZeroes(off, length int64, mayTrim bool) error {
 	if err != nil {
 		return err
 	}
-	if z, ok := be.(nbd.ZeroWriter); ok {
-		return z.WriteZeroes(off, length, mayTrim)
-	}
-	buf := make([]byte, min(length, 1<<20))
-	for length > 0 {
-		n := min(length, int64(len(buf)))
-		if _, err := be.WriteAt(buf[:n], off); err != nil {
-			return err
-		}
-		off, length = off+n, length-n
-	}
-	return nil
+	return nbd.WriteZeroes(be, off, length, mayTrim)
 }
 
 // CanMultiConn is false: the target QEMU opens one connection, and the

@@ -120,3 +120,39 @@ func errnoOf(err error) uint32 {
 	}
 	return errIO
 }
+
+// Helpers for code that forwards requests to a Backend whose optional
+// interfaces it does not know (a replicating primary, a gate, a switch
+// between backends): each uses the optional interface when b has it and
+// the plain equivalent otherwise.
+
+// WriteAtFUA writes p at off durably: through b's FUAWriter, else WriteAt
+// followed by Flush.
+func WriteAtFUA(b Backend, p []byte, off int64) (int, error) {
+	if fw, ok := b.(FUAWriter); ok {
+		return fw.WriteAtFUA(p, off)
+	}
+	n, err := b.WriteAt(p, off)
+	if err == nil {
+		err = b.Flush()
+	}
+	return n, err
+}
+
+// Trim discards a range through b's Trimmer; a backend without one does
+// nothing, which a trim (a hint) allows.
+func Trim(b Backend, off, length int64) error {
+	if t, ok := b.(Trimmer); ok {
+		return t.Trim(off, length)
+	}
+	return nil
+}
+
+// WriteZeroes makes a range of b read as zeroes: through b's ZeroWriter
+// (mayTrim as there), else with plain writes of zeroes.
+func WriteZeroes(b Backend, off, length int64, mayTrim bool) error {
+	if z, ok := b.(ZeroWriter); ok {
+		return z.WriteZeroes(off, length, mayTrim)
+	}
+	return writeZeroes(b, off, length)
+}

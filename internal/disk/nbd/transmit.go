@@ -255,11 +255,7 @@ func (c *conn) run(r *request) {
 		if n == 0 {
 			break
 		}
-		if zw, ok := b.(ZeroWriter); ok {
-			err = zw.WriteZeroes(off, n, r.flags&cmdFlagNoHole == 0)
-		} else {
-			err = writeZeroes(b, off, n)
-		}
+		err = WriteZeroes(b, off, n, r.flags&cmdFlagNoHole == 0)
 	}
 	if err == nil && fua && isWriteCmd(r.typ) && n > 0 {
 		err = b.Flush()

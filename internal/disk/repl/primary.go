@@ -235,16 +235,7 @@ func (p *Primary) writeAt(b []byte, off int64, fua bool) (int, error) {
 		}
 		if fua {
 			flags = flagFUA
-			if fw, ok := p.local.(nbd.FUAWriter); ok {
-				local = func() error { _, err := fw.WriteAtFUA(chunk, o); return err }
-			} else {
-				local = func() error {
-					if _, err := p.local.WriteAt(chunk, o); err != nil {
-						return err
-					}
-					return p.local.Flush()
-				}
-			}
+			local = func() error { _, err := nbd.WriteAtFUA(p.local, chunk, o); return err }
 		}
 		if len(chunk) == 0 {
 			return 0, nil
@@ -289,10 +280,7 @@ func (p *Primary) WriteZeroes(off, length int64, mayTrim bool) error {
 	if mayTrim {
 		flags = flagMayTrim
 	}
-	local := func() error { return writeZeroes(p.local, off, length) }
-	if z, ok := p.local.(nbd.ZeroWriter); ok {
-		local = func() error { return z.WriteZeroes(off, length, mayTrim) }
-	}
+	local := func() error { return nbd.WriteZeroes(p.local, off, length, mayTrim) }
 	return p.do(msgZero, flags, off, length, nil, local)
 }
 

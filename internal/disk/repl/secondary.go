@@ -489,15 +489,9 @@ func (s *Secondary) applyData(f *frame) error {
 	case msgWrite:
 		_, err = s.local.WriteAt(f.payload, off)
 	case msgTrim:
-		if t, ok := s.local.(nbd.Trimmer); ok {
-			err = t.Trim(off, length)
-		}
+		err = nbd.Trim(s.local, off, length)
 	case msgZero:
-		if z, ok := s.local.(nbd.ZeroWriter); ok {
-			err = z.WriteZeroes(off, length, f.flags&flagMayTrim != 0)
-		} else {
-			err = writeZeroes(s.local, off, length)
-		}
+		err = nbd.WriteZeroes(s.local, off, length, f.flags&flagMayTrim != 0)
 	}
 	if err == nil && f.flags&flagResync != 0 {
 		s.addSynced(length)
@@ -559,23 +553,6 @@ func (s *Secondary) control(l *secLink, f *frame) error {
 			s.mu.Unlock()
 		}
 		l.ackErr(f.seq, err)
-	}
-	return nil
-}
-
-// writeZeroes zeroes a range with plain writes, for backends without
-// nbd.ZeroWriter.
-func writeZeroes(w interface {
-	WriteAt([]byte, int64) (int, error)
-}, off, length int64) error {
-	buf := make([]byte, min(length, 1<<20))
-	for length > 0 {
-		n := min(length, int64(len(buf)))
-		if _, err := w.WriteAt(buf[:n], off); err != nil {
-			return err
-		}
-		off += n
-		length -= n
 	}
 	return nil
 }
