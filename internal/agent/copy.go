@@ -225,19 +225,12 @@ func (d *replDisk) copyReady() error {
 // returns when to look again.
 func (w *worker) copyOut(ctx context.Context, gen uint64, inst *api.Instance, m *api.MigrationStatus) time.Duration {
 	fail := func(err error) time.Duration {
-		w.migDone = migDoneFailed
-		w.log.Warn("disk copy for the migration failed; the vm runs on here", "err", err)
 		if d := w.a.disk(w.name); d != nil {
 			if derr := d.dropCopy(); derr != nil {
 				w.log.Warn("stopping the disk copy", "err", derr)
 			}
 		}
-		r := api.MigrationReport{Operation: m.Operation, Phase: api.MigReportFailed, Error: err.Error()}
-		if rerr := w.reportMigration(ctx, gen, r); rerr != nil && !errors.Is(rerr, errMigrationGone) {
-			w.migDone = ""
-			return w.failed("report migration", rerr)
-		}
-		return 0
+		return w.migrationFailed(ctx, gen, m, "disk copy for the migration failed; the vm runs on here", err)
 	}
 	d := w.a.disk(w.name)
 	if d == nil || d.prim == nil {

@@ -132,14 +132,7 @@ func (w *worker) prepareIncoming(ctx context.Context, gen uint64, inst *api.Inst
 		return 0
 	}
 	fail := func(err error) time.Duration {
-		w.log.Warn("cannot take the incoming migration", "err", err)
-		w.migDone = migDoneFailed
-		r := api.MigrationReport{Operation: m.Operation, Phase: api.MigReportFailed, Error: err.Error()}
-		if err := w.reportMigration(ctx, gen, r); err != nil && !errors.Is(err, errMigrationGone) {
-			w.migDone = ""
-			return w.failed("report migration", err)
-		}
-		return 0
+		return w.migrationFailed(ctx, gen, m, "cannot take the incoming migration", err)
 	}
 	mig, ok := w.a.driver.(vmm.Migrator)
 	if !ok {
@@ -300,14 +293,7 @@ func (w *worker) resumeIncoming(ctx context.Context, gen uint64, inst *api.Insta
 // hands the disk over.
 func (w *worker) migrateOut(ctx context.Context, gen uint64, inst *api.Instance, peer *api.Peer, m *api.MigrationStatus) time.Duration {
 	fail := func(err error) time.Duration {
-		w.migDone = migDoneFailed
-		w.log.Warn("live migration failed; the vm runs on here", "err", err)
-		r := api.MigrationReport{Operation: m.Operation, Phase: api.MigReportFailed, Error: err.Error()}
-		if rerr := w.reportMigration(ctx, gen, r); rerr != nil && !errors.Is(rerr, errMigrationGone) {
-			w.migDone = ""
-			return w.failed("report migration", rerr)
-		}
-		return 0
+		return w.migrationFailed(ctx, gen, m, "live migration failed; the vm runs on here", err)
 	}
 	mig, ok := w.a.driver.(vmm.Migrator)
 	if !ok {
@@ -396,14 +382,7 @@ func (w *worker) migrateOut(ctx context.Context, gen uint64, inst *api.Instance,
 // disk over.
 func (w *worker) stopForMigration(ctx context.Context, gen uint64, inst *api.Instance, _ *api.Peer, m *api.MigrationStatus) time.Duration {
 	fail := func(err error) time.Duration {
-		w.migDone = migDoneFailed
-		w.log.Warn("cold migration failed here", "err", err)
-		r := api.MigrationReport{Operation: m.Operation, Phase: api.MigReportFailed, Error: err.Error()}
-		if rerr := w.reportMigration(ctx, gen, r); rerr != nil && !errors.Is(rerr, errMigrationGone) {
-			w.migDone = ""
-			return w.failed("report migration", rerr)
-		}
-		return 0
+		return w.migrationFailed(ctx, gen, m, "cold migration failed here", err)
 	}
 	if w.running {
 		w.log.Info("shutting the guest down for a cold migration", "to", m.Target)
@@ -434,6 +413,21 @@ func (w *worker) stopForMigration(ctx context.Context, gen uint64, inst *api.Ins
 		return w.failed("report migration", err)
 	}
 	w.migDone = migDoneSent
+	return 0
+}
+
+// migrationFailed logs why this host's part of migration m failed (what
+// says which part) and reports it, once: until the report is taken, the
+// worker retries it (migDone stays empty); a migration already gone needs
+// none.
+func (w *worker) migrationFailed(ctx context.Context, gen uint64, m *api.MigrationStatus, what string, err error) time.Duration {
+	w.migDone = migDoneFailed
+	w.log.Warn(what, "err", err)
+	r := api.MigrationReport{Operation: m.Operation, Phase: api.MigReportFailed, Error: err.Error()}
+	if rerr := w.reportMigration(ctx, gen, r); rerr != nil && !errors.Is(rerr, errMigrationGone) {
+		w.migDone = ""
+		return w.failed("report migration", rerr)
+	}
 	return 0
 }
 

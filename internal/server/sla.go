@@ -412,15 +412,25 @@ func (s *Server) slaWindow(w http.ResponseWriter, r *http.Request) (sla.Window, 
 	return win, true
 }
 
-// slaReport answers GET /v1/sla/report?month=&tz=&customer=.
-func (s *Server) slaReport(w http.ResponseWriter, r *http.Request) {
+// slaLoad reads the request's window (see slaWindow) and the ledger; it
+// writes the error answer itself.
+func (s *Server) slaLoad(w http.ResponseWriter, r *http.Request) (sla.Window, *slaLedger, bool) {
 	win, ok := s.slaWindow(w, r)
 	if !ok {
-		return
+		return win, nil, false
 	}
 	led, err := s.loadSLALedger(r.Context())
 	if err != nil {
 		s.internalError(w, err)
+		return win, nil, false
+	}
+	return win, led, true
+}
+
+// slaReport answers GET /v1/sla/report?month=&tz=&customer=.
+func (s *Server) slaReport(w http.ResponseWriter, r *http.Request) {
+	win, led, ok := s.slaLoad(w, r)
+	if !ok {
 		return
 	}
 	events := led.events
@@ -445,13 +455,8 @@ func (s *Server) slaReport(w http.ResponseWriter, r *http.Request) {
 // timeline over the month.
 func (s *Server) slaIncidents(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	win, ok := s.slaWindow(w, r)
+	win, led, ok := s.slaLoad(w, r)
 	if !ok {
-		return
-	}
-	led, err := s.loadSLALedger(r.Context())
-	if err != nil {
-		s.internalError(w, err)
 		return
 	}
 	known := slices.ContainsFunc(led.events, func(e sla.Event) bool { return e.Instance == name })
@@ -477,13 +482,8 @@ func (s *Server) slaIncidents(w http.ResponseWriter, r *http.Request) {
 // slaExport answers GET /v1/sla/export: the month's events as JSON lines,
 // what `ferry sla replay` reads.
 func (s *Server) slaExport(w http.ResponseWriter, r *http.Request) {
-	win, ok := s.slaWindow(w, r)
+	win, led, ok := s.slaLoad(w, r)
 	if !ok {
-		return
-	}
-	led, err := s.loadSLALedger(r.Context())
-	if err != nil {
-		s.internalError(w, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")

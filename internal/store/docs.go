@@ -80,8 +80,7 @@ func (d *Docs[T]) Put(ctx context.Context, name string, v T, cmps ...clientv3.Cm
 // Delete deletes the named document, or returns ErrNotFound; cmps, if
 // any, must hold too (ErrConflict otherwise).
 func (d *Docs[T]) Delete(ctx context.Context, name string, cmps ...clientv3.Cmp) error {
-	exists := clientv3.Compare(clientv3.CreateRevision(d.key(name)), ">", 0)
-	resp, err := d.s.cli.Txn(ctx).If(d.s.cmps(append([]clientv3.Cmp{exists}, cmps...)...)...).
+	resp, err := d.s.cli.Txn(ctx).If(d.s.cmps(append([]clientv3.Cmp{d.ExistsCmp(name)}, cmps...)...)...).
 		Then(clientv3.OpDelete(d.key(name))).Commit()
 	if err != nil {
 		return fmt.Errorf("store: delete %s %q: %w", d.kind, name, err)
