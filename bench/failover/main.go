@@ -15,12 +15,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"time"
 
 	"github.com/ferrycluster/ferry/internal/e2e"
-	"github.com/ferrycluster/ferry/internal/image"
 )
 
 func main() {
@@ -36,34 +34,14 @@ func main() {
 
 func run(bin string, reps int, load time.Duration) error {
 	ctx := context.Background()
-	dir, err := os.MkdirTemp("", "ferry-bench-failover-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	img := filepath.Join(dir, "demo.img")
-	if _, err := image.BuildDemo(ctx, image.DemoOptions{Out: img}); err != nil {
-		return err
-	}
-	c, err := e2e.Start(ctx, e2e.Options{Binary: bin, Hosts: 3, Dir: filepath.Join(dir, "cluster"), WithClient: true})
+	c, err := e2e.StartDemo(ctx, bin, "ferry-bench-failover-", 3)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if err := c.UploadImage(ctx, "demo", img); err != nil {
-		return err
-	}
-	bootDir := filepath.Join(dir, "boot")
-	if err := os.MkdirAll(bootDir, 0o755); err != nil {
-		return err
-	}
-	kernel, initrd, err := image.ExtractBoot(ctx, img, bootDir)
-	if err != nil {
-		return err
-	}
 	var bare []time.Duration
 	for i := 0; i < max(1, min(reps, 3)); i++ {
-		b, err := e2e.BareBoot(ctx, img, kernel, initrd, dir)
+		b, err := c.BareBoot(ctx)
 		if err != nil {
 			return err
 		}

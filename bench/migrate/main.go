@@ -20,7 +20,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -29,7 +28,6 @@ import (
 	"github.com/ferrycluster/ferry/internal/api"
 	"github.com/ferrycluster/ferry/internal/client"
 	"github.com/ferrycluster/ferry/internal/e2e"
-	"github.com/ferrycluster/ferry/internal/image"
 )
 
 func main() {
@@ -65,32 +63,12 @@ type move struct {
 func run(bin string, reps, usedMiB int) error {
 	ctx := context.Background()
 	reps = max(1, reps)
-	dir, err := os.MkdirTemp("", "ferry-bench-migrate-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	img := filepath.Join(dir, "demo.img")
-	if _, err := image.BuildDemo(ctx, image.DemoOptions{Out: img}); err != nil {
-		return err
-	}
 	// 4 hosts: a move needs one holding no copy besides primary and replica.
-	c, err := e2e.Start(ctx, e2e.Options{Binary: bin, Hosts: 4, Dir: filepath.Join(dir, "cluster"), WithClient: true})
+	c, err := e2e.StartDemo(ctx, bin, "ferry-bench-migrate-", 4)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if err := c.UploadImage(ctx, "demo", img); err != nil {
-		return err
-	}
-	bootDir := filepath.Join(dir, "boot")
-	if err := os.MkdirAll(bootDir, 0o755); err != nil {
-		return err
-	}
-	kernel, initrd, err := image.ExtractBoot(ctx, img, bootDir)
-	if err != nil {
-		return err
-	}
 
 	const mig = "mig-1"
 	moves := []*move{
@@ -119,14 +97,14 @@ func run(bin string, reps, usedMiB int) error {
 	var bare, cold, live, qemu []time.Duration
 	lost, liveReboots, liveFallbacks, coldBootsWrong := 0, 0, 0, 0
 	for round := 1; round <= reps; round++ {
-		b, err := e2e.BareBoot(ctx, img, kernel, initrd, dir)
+		b, err := c.BareBoot(ctx)
 		if err != nil {
 			return err
 		}
 		bare = append(bare, b)
 		fmt.Printf("round %d: bare boot %.2fs\n", round, b.Seconds())
 
-		res, err := migrateToReplica(ctx, c, mig, api.MigrateCold)
+		res, err := migrateToReplica(ctx, c.Cluster, mig, api.MigrateCold)
 		if err != nil {
 			return err
 		}
@@ -139,7 +117,7 @@ func run(bin string, reps, usedMiB int) error {
 			round, res.Downtime.Seconds(), res.Took.Seconds(), res.From, res.To, res.BootsBefore, res.BootsAfter, res.LostWrites,
 			timeline(res.Operation))
 
-		res, err = migrateToReplica(ctx, c, mig, api.MigrateLive)
+		res, err = migrateToReplica(ctx, c.Cluster, mig, api.MigrateLive)
 		if err != nil {
 			return err
 		}
@@ -159,7 +137,7 @@ func run(bin string, reps, usedMiB int) error {
 			res.BootsBefore, res.BootsAfter, res.LostWrites, timeline(res.Operation))
 
 		for _, m := range moves {
-			l, err := m.once(ctx, c, round, usedMiB)
+			l, err := m.once(ctx, c.Cluster, round, usedMiB)
 			lost += l
 			if err != nil {
 				return err
