@@ -19,8 +19,11 @@ import (
 // is one transaction with the node record, which lists the instance in
 // Took. An instance that cannot move now is listed in Blocked with the
 // reason (and gets an event when the reason is new), and tried again next
-// pass; one whose drain migration failed, after a backoff (drainBackoff). `ferry node undrain --restore` records a RestoreSpec instead: the
-// instances of Took go back, the same way.
+// pass; one whose drain migration failed, after a backoff (drainBackoff).
+// `ferry node undrain --restore` records a RestoreSpec instead: the
+// instances of Took go back, the same way, and each stays listed until it
+// runs on the node again (a failed move back is retried, with the same
+// backoff), is gone, or can never go back.
 
 // drains works on every node being drained or restored.
 func (c *Controller) drains(ctx context.Context, nodes []*api.Node, alive map[string]bool) error {
@@ -101,23 +104,24 @@ func cloneNodeSpec(s api.NodeSpec) api.NodeSpec {
 	return s
 }
 
-// A drain migration that failed (or was cancelled) is not started again at
-// once: the cause may last (a target that cannot take the guest, say), and
-// a drain that retried every pass would pile up an operation record per
-// pass. It waits drainRetryMin after the first failure, twice as long
-// after each further one, at most drainRetryMax.
+// A drain (or restore) migration that failed or was cancelled is not
+// started again at once: the cause may last (a target that cannot take
+// the guest, say), and a drain that retried every pass would pile up an
+// operation record per pass. It waits drainRetryMin after the first
+// failure, twice as long after each further one, at most drainRetryMax.
 const (
 	drainRetryMin = 5 * time.Second
 	drainRetryMax = 5 * time.Minute
 )
 
-// drainBackoff says why the drain (cause, begun at since) must not try to
-// move in off node yet, after its migrations of in that failed or were
-// cancelled since the last one that succeeded, or "" if it may.
-func drainBackoff(v *MigrationView, in *api.Instance, node, cause string, since, now time.Time) string {
+// drainBackoff says why the drain or restore (work) must not try to move in yet,
+// after its migrations of in (those mine selects, begun since it started)
+// that failed or were cancelled since the last one that succeeded, or ""
+// if it may.
+func drainBackoff(v *MigrationView, in *api.Instance, work string, mine func(*api.Operation) bool, since, now time.Time) string {
 	var ops []*api.Operation
 	for _, op := range v.Operations {
-		if op.Type != api.OpMigrate || op.Instance != in.Name || op.From != node || op.Cause != cause || op.StartedAt.Before(since) {
+		if op.Type != api.OpMigrate || op.Instance != in.Name || !mine(op) || op.StartedAt.Before(since) {
 			continue
 		}
 		ops = append(ops, op)
@@ -154,8 +158,8 @@ func drainBackoff(v *MigrationView, in *api.Instance, node, cause string, since,
 	if last.State == api.OpCancelled {
 		what = "was cancelled"
 	}
-	return fmt.Sprintf("its migration %s %s (%s); the drain tries again at %s (%d attempts failed)",
-		last.Name, what, last.Message, at.Format(time.RFC3339), k)
+	return fmt.Sprintf("its migration %s %s (%s); the %s tries again at %s (%d attempts failed)",
+		last.Name, what, last.Message, work, at.Format(time.RFC3339), k)
 }
 
 // drainNode starts the migrations off a node being drained that its
@@ -186,7 +190,8 @@ func (c *Controller) drainNode(ctx context.Context, v *MigrationView, n *api.Nod
 			continue
 		}
 		cause := "drain of " + n.Name
-		if why := drainBackoff(v, in, n.Name, cause, d.StartedAt, now); why != "" {
+		mine := func(op *api.Operation) bool { return op.From == n.Name && op.Cause == cause }
+		if why := drainBackoff(v, in, "drain", mine, d.StartedAt, now); why != "" {
 			blocked[in.Name] = why
 			if d.Blocked[in.Name] != why {
 				evs = append(evs, api.Event{Time: now, Kind: api.KindInstance, Name: in.Name, Node: n.Name, Type: "DrainBlocked",
@@ -251,9 +256,10 @@ func (c *Controller) drainNode(ctx context.Context, v *MigrationView, n *api.Nod
 }
 
 // restoreNode starts the migrations back to a node an undrain --restore
-// asked for, as its concurrency allows; it drops the instances that are
-// gone, back already or cannot go back at all, and clears the restore
-// when none is left.
+// asked for, as its concurrency allows. An instance leaves the restore
+// when it runs on the node again, is gone, or can never go back; one whose
+// move back failed is tried again after a backoff. The restore ends when
+// none is left.
 func (c *Controller) restoreNode(ctx context.Context, v *MigrationView, n *api.Node) error {
 	now := c.cfg.Now().UTC()
 	r := n.Spec.Restore
@@ -266,6 +272,8 @@ func (c *Controller) restoreNode(ctx context.Context, v *MigrationView, n *api.N
 	for _, in := range v.Instances {
 		byName[in.Name] = in
 	}
+	cause := "restore after the drain of " + n.Name
+	mine := func(op *api.Operation) bool { return op.To == n.Name && op.Cause == cause }
 	pending := slices.Clone(r.Instances)
 	blocked := map[string]string{}
 	var evs []api.Event
@@ -276,6 +284,13 @@ func (c *Controller) restoreNode(ctx context.Context, v *MigrationView, n *api.N
 				Message: "not moved back to " + n.Name + ": " + why})
 		}
 	}
+	block := func(name, why string) {
+		blocked[name] = why
+		if r.Blocked[name] != why {
+			evs = append(evs, api.Event{Time: now, Kind: api.KindInstance, Name: name, Node: n.Name, Type: "RestoreBlocked",
+				Message: "cannot move back to " + n.Name + " yet: " + why})
+		}
+	}
 	for _, name := range r.Instances {
 		in := byName[name]
 		switch {
@@ -283,51 +298,43 @@ func (c *Controller) restoreNode(ctx context.Context, v *MigrationView, n *api.N
 			drop(name, "")
 			continue
 		case in.Status.Node == n.Name && in.Status.Migration == nil:
-			drop(name, "")
+			drop(name, "") // back
 			continue
 		case in.Status.Migration != nil && in.Status.Migration.Target == n.Name:
-			drop(name, "") // on its way back
-			continue
+			continue // on its way back
 		case slots <= 0:
 			if why, ok := r.Blocked[name]; ok {
 				blocked[name] = why
 			}
 			continue
 		}
-		st, err := PlanMigration(v, in, api.MigrateRequest{To: n.Name, Mode: r.Mode}, MigrateOptions{Cause: "restore after the drain of " + n.Name, Now: now})
+		if why := drainBackoff(v, in, "restore", mine, r.StartedAt, now); why != "" {
+			block(name, why)
+			continue
+		}
+		st, err := PlanMigration(v, in, api.MigrateRequest{To: n.Name, Mode: r.Mode}, MigrateOptions{Cause: cause, Now: now})
 		var ref *Refusal
 		switch {
 		case errors.As(err, &ref) && ref.Permanent:
 			drop(name, ref.Message)
 			continue
 		case errors.As(err, &ref):
-			blocked[name] = ref.Message
-			if r.Blocked[name] != ref.Message {
-				evs = append(evs, api.Event{Time: now, Kind: api.KindInstance, Name: name, Node: n.Name, Type: "RestoreBlocked",
-					Message: "cannot move back to " + n.Name + " yet: " + ref.Message})
-			}
+			block(name, ref.Message)
 			continue
 		case err != nil:
 			return err
 		}
-		rest := slices.DeleteFunc(slices.Clone(pending), func(s string) bool { return s == name })
 		err = c.startFor(ctx, v, n, st, func(s *api.NodeSpec) {
-			if s.Restore == nil {
-				return
-			}
-			s.Restore.Instances = rest
-			delete(s.Restore.Blocked, name)
-			if len(s.Restore.Instances) == 0 {
-				s.Restore = nil
+			if s.Restore != nil {
+				delete(s.Restore.Blocked, name)
 			}
 		})
 		if err != nil {
 			return err
 		}
-		pending = rest
 		slots--
 		if n.Spec.Restore == nil {
-			break
+			return nil
 		}
 		r = n.Spec.Restore
 	}
@@ -341,6 +348,8 @@ func (c *Controller) restoreNode(ctx context.Context, v *MigrationView, n *api.N
 	next.Restore.Instances, next.Restore.Blocked = pending, blocked
 	if len(pending) == 0 {
 		next.Restore = nil
+		evs = append(evs, api.Event{Time: now, Kind: api.KindNode, Name: n.Name, Node: n.Name, Type: "NodeRestored",
+			Message: "the restore after the drain of " + n.Name + " is done"})
 	} else if slices.Equal(pending, r.Instances) && maps.Equal(blocked, r.Blocked) && len(evs) == 0 {
 		return nil
 	}

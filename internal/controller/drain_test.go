@@ -271,8 +271,8 @@ func TestDrainAndRestore(t *testing.T) {
 	if got := e.inFlight(); !reflect.DeepEqual(got, []string{"i1", "i3"}) {
 		t.Fatalf("restoring: %v, want i1 i3", got)
 	}
-	if r := e.node("a").Spec.Restore; r == nil || !reflect.DeepEqual(r.Instances, []string{"i4"}) {
-		t.Fatalf("restore %+v, want i4 left", r)
+	if r := e.node("a").Spec.Restore; r == nil || !reflect.DeepEqual(r.Instances, []string{"i1", "i3", "i4"}) {
+		t.Fatalf("restore %+v, want i1 i3 (on their way) and i4 left", r)
 	}
 	in = e.inst("i1")
 	if m := in.Status.Migration; m.Target != "a" || !strings.Contains(e.op(m.Operation).Cause, "restore") {
@@ -283,12 +283,15 @@ func TestDrainAndRestore(t *testing.T) {
 	if got := e.inFlight(); !reflect.DeepEqual(got, []string{"i3", "i4"}) {
 		t.Fatalf("restoring: %v, want i3 i4", got)
 	}
-	if r := e.node("a").Spec.Restore; r != nil {
-		t.Fatalf("restore still set: %+v", r)
+	if r := e.node("a").Spec.Restore; r == nil || !reflect.DeepEqual(r.Instances, []string{"i3", "i4"}) {
+		t.Fatalf("restore %+v, want i3 i4 on their way", r)
 	}
 	e.complete("i3")
 	e.complete("i4")
 	step()
+	if r := e.node("a").Spec.Restore; r != nil || e.eventCount("NodeRestored") != 1 {
+		t.Fatalf("restore still set: %+v (%d NodeRestored events)", r, e.eventCount("NodeRestored"))
+	}
 	for _, name := range []string{"i1", "i3", "i4"} {
 		if in := e.inst(name); in.Status.Node != "a" || in.Status.Operation != "" {
 			t.Fatalf("%s on %s (operation %q) after the restore", name, in.Status.Node, in.Status.Operation)
@@ -523,5 +526,53 @@ func TestDrainRetryBackoff(t *testing.T) {
 	a := e.node("a")
 	if a.Spec.Drain.DrainedAt.IsZero() || len(a.Spec.Drain.Blocked) != 0 || e.eventCount("DrainBlocked") != 2 {
 		t.Fatalf("after the drain: %+v, %d DrainBlocked events", a.Spec.Drain, e.eventCount("DrainBlocked"))
+	}
+}
+
+// TestRestoreRetriesFailedMove: a move back that fails is tried again
+// after the drain's backoff, and the restore lasts until it succeeds.
+func TestRestoreRetriesFailedMove(t *testing.T) {
+	e := newMigEnv(t, "a", "b")
+	e.running("i1", "b", "a")
+	e.update(e.node("a"), func(s *api.NodeSpec) {
+		s.Restore = &api.RestoreSpec{Instances: []string{"i1"}, Mode: api.MigrateLive, MaxConcurrent: 2, StartedAt: e.now}
+	})
+	fail := func() {
+		t.Helper()
+		in := e.inst("i1")
+		if in.Status.Migration == nil || in.Status.Migration.Target != "a" {
+			t.Fatalf("i1 is not moving back to a: %+v", in.Status.Migration)
+		}
+		op := e.op(in.Status.Migration.Operation)
+		EndMigration(in, op, api.OpFailed, "a: incoming vm exited", e.now)
+		if err := CommitMigrationChange(e.ctx, e.s, "i1", in, op); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.pass()
+	fail()
+	e.pass()
+	r := e.node("a").Spec.Restore
+	if r == nil || !reflect.DeepEqual(r.Instances, []string{"i1"}) || !strings.Contains(r.Blocked["i1"], "the restore tries again at") {
+		t.Fatalf("after a failed move back: restore %+v, want i1 kept and blocked until the retry", r)
+	}
+	if got := e.inFlight(); len(got) != 0 {
+		t.Fatalf("in flight %v: the restore retried at once", got)
+	}
+	e.now = e.now.Add(drainRetryMin)
+	e.pass()
+	if got := e.inFlight(); !reflect.DeepEqual(got, []string{"i1"}) {
+		t.Fatalf("in flight %v after the backoff, want i1", got)
+	}
+	if st := NodeDrainStatus(e.node("a"), e.list()); st == nil || st.Restoring != 0 || st.Migrating != 1 {
+		t.Fatalf("drain status %+v, want 1 migrating and none left to start", st)
+	}
+	e.complete("i1")
+	e.pass()
+	if r := e.node("a").Spec.Restore; r != nil {
+		t.Fatalf("restore %+v after i1 came back, want none", r)
+	}
+	if in := e.inst("i1"); in.Status.Node != "a" {
+		t.Fatalf("i1 on %s", in.Status.Node)
 	}
 }

@@ -656,17 +656,19 @@ type DrainIndex struct {
 	primaries map[string]int
 	migrating map[string]int
 	node      map[string]string // instance -> its node
+	target    map[string]string // instance -> where it migrates to
 }
 
 // NewDrainIndex indexes insts.
 func NewDrainIndex(insts []*api.Instance) *DrainIndex {
-	x := &DrainIndex{primaries: map[string]int{}, migrating: map[string]int{}, node: make(map[string]string, len(insts))}
+	x := &DrainIndex{primaries: map[string]int{}, migrating: map[string]int{}, node: make(map[string]string, len(insts)), target: map[string]string{}}
 	for _, in := range insts {
 		x.node[in.Name] = in.Status.Node
 		if in.Status.Node != "" {
 			x.primaries[in.Status.Node]++
 		}
 		if m := in.Status.Migration; m != nil {
+			x.target[in.Name] = m.Target
 			x.migrating[m.Source]++
 			if m.Target != m.Source {
 				x.migrating[m.Target]++
@@ -682,7 +684,7 @@ func (x *DrainIndex) Status(n *api.Node) *api.DrainStatus {
 	st := &api.DrainStatus{Remaining: x.primaries[n.Name], Migrating: x.migrating[n.Name]}
 	if r := n.Spec.Restore; r != nil {
 		for _, name := range r.Instances {
-			if node, ok := x.node[name]; ok && node != n.Name {
+			if node, ok := x.node[name]; ok && node != n.Name && x.target[name] != n.Name {
 				st.Restoring++
 			}
 		}
