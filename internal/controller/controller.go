@@ -248,7 +248,7 @@ func (c *Controller) place(ctx context.Context, nodes []*api.Node, alive map[str
 		return nil
 	}
 	sort.SliceStable(pending, func(i, j int) bool { return pending[i].CreatedAt.Before(pending[j].CreatedAt) })
-	cluster, err := scheduler.NewCluster(Snapshot(nodes, alive, placed, c.cfg.Policy()))
+	cluster, err := scheduler.NewCluster(withMigrations(Snapshot(nodes, alive, placed, c.cfg.Policy()), placed, alive))
 	if err != nil {
 		return fmt.Errorf("placement: %w", err)
 	}

@@ -68,7 +68,7 @@ func (c *Controller) failover(ctx context.Context, nodes []*api.Node, alive map[
 // failoverCluster is the scheduler's view for failover decisions: nodes
 // not Ready for StableFor take nothing new.
 func (c *Controller) failoverCluster(nodes []*api.Node, alive map[string]bool, insts []*api.Instance, now time.Time) (*scheduler.Cluster, error) {
-	snap := Snapshot(nodes, alive, insts, c.cfg.Policy())
+	snap := withMigrations(Snapshot(nodes, alive, insts, c.cfg.Policy()), insts, alive)
 	stable := map[string]bool{}
 	for _, n := range nodes {
 		stable[n.Name] = c.stable(n, now)

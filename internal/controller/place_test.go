@@ -260,3 +260,33 @@ func TestPlace(t *testing.T) {
 		}
 	})
 }
+
+// TestPlaceCountsMigrationsInFlight: a host a migration is copying a
+// guest to has that guest's memory spoken for. Three 4 GiB hosts; i1
+// (2 GiB) runs on a, replica on b, and moves to c: a new 3 GiB instance
+// would fit on c alone, so it waits until the move is done and then takes
+// the room i1 left on a.
+func TestPlaceCountsMigrationsInFlight(t *testing.T) {
+	e := newPlaceEnv(t, Config{}, capNode("a", 4, 4096, 100), capNode("b", 4, 4096, 100), capNode("c", 4, 4096, 100))
+	i1 := &api.Instance{Meta: api.Meta{Name: "i1", CreatedAt: e.now}, Spec: sized(1, 2048, 10),
+		Status: api.InstanceStatus{Phase: api.PhaseRunning, Node: "a", ReplicaNode: "b", Epoch: 1,
+			Migration: &api.MigrationStatus{Operation: "migrate-i1-1-1", Mode: api.MigrateLive, Source: "a", Target: "c", Phase: api.MigCopy, Copy: true}}}
+	i1.Spec.Image, i1.Spec.State = "demo", api.DesiredRunning
+	if err := e.s.Instances.Create(e.ctx, i1); err != nil {
+		t.Fatal(err)
+	}
+	e.create("new", time.Second, sized(1, 3072, 10))
+	e.pass()
+	if in := e.get("new"); in.Status.Node != "" {
+		t.Fatalf("new placed on %s (replica %s) while i1 moves to c", in.Status.Node, in.Status.ReplicaNode)
+	}
+	i1 = e.get("i1")
+	i1.Status.Node, i1.Status.Migration = "c", nil
+	if err := e.s.Instances.Update(e.ctx, i1); err != nil {
+		t.Fatal(err)
+	}
+	e.pass()
+	if in := e.get("new"); in.Status.Node != "a" {
+		t.Fatalf("new on %q (replica %q) after the move, want a", in.Status.Node, in.Status.ReplicaNode)
+	}
+}

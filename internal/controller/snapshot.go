@@ -93,3 +93,32 @@ func Snapshot(nodes []*api.Node, alive map[string]bool, insts []*api.Instance, p
 	sort.Slice(snap.Instances, func(i, j int) bool { return snap.Instances[i].Name < snap.Instances[j].Name })
 	return snap
 }
+
+// migrationPrefix names the stand-ins withMigrations adds; instance names
+// cannot hold a colon, so they never collide with one.
+const migrationPrefix = "migration:"
+
+// withMigrations adds to snap what the migrations in flight before their
+// switch hold on their targets, so that placement and failover do not give
+// that room away: an instance of the guest's CPU and memory on the target
+// (the waiting VM, or the cold boot to come), with the disk when the move
+// copies it to a host that held no replica. A migration whose source is
+// down is being abandoned (failover takes over) and holds nothing. The
+// stand-ins have no replica
+// (nothing to fail over) and only count in the places decisions made
+// through this view; the cluster snapshot of the API shows instances only.
+func withMigrations(snap scheduler.Snapshot, insts []*api.Instance, alive map[string]bool) scheduler.Snapshot {
+	for _, in := range insts {
+		m := in.Status.Migration
+		if m == nil || m.Phase == api.MigSwitched || m.Target == "" || m.Target == in.Status.Node || !alive[m.Target] || !alive[in.Status.Node] {
+			continue
+		}
+		size := SchedulerSize(in.Spec.HostResources())
+		if !m.Copy {
+			size.DiskMiB = 0 // the replica there is counted already
+		}
+		snap.Instances = append(snap.Instances, scheduler.Instance{Name: migrationPrefix + in.Name, Size: size, Primary: m.Target})
+	}
+	sort.Slice(snap.Instances, func(i, j int) bool { return snap.Instances[i].Name < snap.Instances[j].Name })
+	return snap
+}

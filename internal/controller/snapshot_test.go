@@ -2,6 +2,7 @@ package controller
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/ferrycluster/ferry/internal/api"
@@ -179,5 +180,46 @@ func TestSnapshot(t *testing.T) {
 	snap.Nodes[0].Labels["rack"] = "changed"
 	if n.Spec.Labels["rack"] != "r1" {
 		t.Fatal("Snapshot shares the node's label map")
+	}
+}
+
+// TestWithMigrations: each migration in flight before its switch holds
+// its guest's CPU and memory on its target, and its disk too when it
+// copies the disk there; switched migrations, those whose source is down
+// and instances that do not move hold nothing more.
+func TestWithMigrations(t *testing.T) {
+	mig := func(name, node, target, phase string, copyDisk bool) *api.Instance {
+		in := &api.Instance{Meta: api.Meta{Name: name}, Spec: sized(2, 1024, 10),
+			Status: api.InstanceStatus{Node: node, ReplicaNode: "b"}}
+		if target != "" {
+			in.Status.Migration = &api.MigrationStatus{Operation: "op-" + name, Mode: api.MigrateLive, Source: node, Target: target, Phase: phase, Copy: copyDisk}
+		}
+		return in
+	}
+	insts := []*api.Instance{
+		mig("live", "a", "b", api.MigReady, false),
+		mig("copy", "a", "c", api.MigCopy, true),
+		mig("switched", "b", "b", api.MigSwitched, false),
+		mig("orphan", "dead", "c", api.MigReady, false),
+		mig("still", "a", "", "", false),
+	}
+	alive := map[string]bool{"a": true, "b": true, "c": true}
+	nodes := []*api.Node{capNode("a", 8, 8192, 100), capNode("b", 8, 8192, 100), capNode("c", 8, 8192, 100)}
+	snap := withMigrations(Snapshot(nodes, alive, insts, Policy(0, 0, "")), insts, alive)
+	got := map[string]scheduler.Instance{}
+	for _, si := range snap.Instances {
+		if strings.HasPrefix(si.Name, migrationPrefix) {
+			got[strings.TrimPrefix(si.Name, migrationPrefix)] = si
+		}
+	}
+	want := map[string]scheduler.Instance{
+		"live": {Name: migrationPrefix + "live", Primary: "b", Size: scheduler.Resources{CPUs: 2, MemMiB: 1024}},
+		"copy": {Name: migrationPrefix + "copy", Primary: "c", Size: scheduler.Resources{CPUs: 2, MemMiB: 1024, DiskMiB: 10 << 10}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("stand-ins %+v, want %+v", got, want)
+	}
+	if _, err := scheduler.NewCluster(snap); err != nil {
+		t.Fatalf("the scheduler refuses the view: %v", err)
 	}
 }
