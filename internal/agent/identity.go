@@ -13,6 +13,7 @@ import (
 
 	"github.com/ferrycluster/ferry/internal/api"
 	"github.com/ferrycluster/ferry/internal/pki"
+	"github.com/ferrycluster/ferry/internal/vmm"
 )
 
 // joinTimeout bounds one join attempt.
@@ -182,4 +183,29 @@ func (a *Agent) saveIdentity(certPEM, keyPEM, caPEM []byte) error {
 		}
 	}
 	return nil
+}
+
+// migrationTLSDir is where QEMU reads this host's credentials for live
+// migrations, under the state directory.
+const migrationTLSDir = "migration-tls"
+
+// migrationTLS writes this host's identity where QEMU reads it and returns
+// the TLS settings of a live migration: the guest's memory crosses the
+// cluster network encrypted, between hosts that each prove themselves
+// with their node certificate. target names the host the source sends to
+// (its certificate must carry that name); "" on the target.
+func (a *Agent) migrationTLS(target string) (*vmm.MigrationTLS, error) {
+	var pems [3][]byte
+	for i, name := range []string{caFile, certFile, keyFile} {
+		data, err := os.ReadFile(filepath.Join(a.stateDir, name))
+		if err != nil {
+			return nil, fmt.Errorf("migration tls: node identity: %w", err)
+		}
+		pems[i] = data
+	}
+	dir := filepath.Join(a.stateDir, migrationTLSDir)
+	if err := vmm.WriteMigrationTLS(dir, pems[0], pems[1], pems[2]); err != nil {
+		return nil, err
+	}
+	return &vmm.MigrationTLS{Dir: dir, Hostname: target}, nil
 }

@@ -204,7 +204,12 @@ func (w *worker) startIncoming(ctx context.Context, mig vmm.Migrator, inst *api.
 			return spec, "", err
 		}
 	}
-	h, uri, err := mig.StartIncoming(ctx, spec, net.JoinHostPort(host, incomingListenPort))
+	tls, err := a.migrationTLS("")
+	if err != nil {
+		w.dropIncomingServer()
+		return spec, "", err
+	}
+	h, uri, err := mig.StartIncoming(ctx, spec, vmm.IncomingOptions{Listen: net.JoinHostPort(host, incomingListenPort), TLS: tls})
 	if err != nil {
 		w.dropIncomingServer()
 		return spec, "", fmt.Errorf("start incoming vm: %w", err)
@@ -310,7 +315,12 @@ func (w *worker) migrateOut(ctx context.Context, gen uint64, inst *api.Instance,
 	defer cancel()
 	w.setMigCancel(m.Operation, cancel)
 	defer w.setMigCancel("", nil)
+	tls, err := w.a.migrationTLS(m.Target)
+	if err != nil {
+		return fail(err)
+	}
 	opts := vmm.MigrateOptions{
+		TLS:             tls,
 		DowntimeLimit:   time.Duration(m.DowntimeLimitMS) * time.Millisecond,
 		ConvergeTimeout: time.Duration(m.ConvergeSeconds) * time.Second,
 		MaxBandwidth:    m.MaxBandwidth,

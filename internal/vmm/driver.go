@@ -164,8 +164,8 @@ type Sweeper interface {
 // copied: both hosts must serve the same data (each its own replica).
 type Migrator interface {
 	// StartIncoming starts a VM from spec that waits for a live migration
-	// instead of booting: it listens on listen ("host:port"; port 0 picks
-	// a free one), and the VM stays paused after the migration completes
+	// instead of booting: it listens on opts.Listen ("host:port"; port 0
+	// picks a free one), with opts.TLS if set, and the VM stays paused after the migration completes
 	// until Resume. It returns once the VM listens, with its handle and
 	// the URI the source must send to ("tcp:10.0.0.2:49153"). spec must
 	// be the source's (same CPUs, memory, disk, NIC and MAC); Kernel,
@@ -174,7 +174,7 @@ type Migrator interface {
 	// VM's disk is opened at start but not read or written until Resume.
 	// If the migration fails or is cancelled, the VM's process ends by
 	// itself, with an exit error that wraps ErrIncomingFailed.
-	StartIncoming(ctx context.Context, spec Spec, listen string) (Handle, string, error)
+	StartIncoming(ctx context.Context, spec Spec, opts IncomingOptions) (Handle, string, error)
 	// Migrate sends running VM id to uri (from StartIncoming). It returns
 	// when the migration completed (the source VM is then paused for good:
 	// Destroy it, or Resume it to roll back before the target runs) or
@@ -193,8 +193,36 @@ type Migrator interface {
 	Resume(ctx context.Context, id string) error
 }
 
+// IncomingOptions say where and how a VM from Migrator.StartIncoming
+// takes its migration.
+type IncomingOptions struct {
+	// Listen is "host:port"; port 0 picks a free one.
+	Listen string
+	// TLS, if set, makes the target accept only a source that proves
+	// itself with a certificate of TLS.Dir's CA, over TLS. The source
+	// must migrate with TLS too.
+	TLS *MigrationTLS
+}
+
+// MigrationTLS secures a migration stream with mutual TLS: the guest's
+// memory holds its secrets, and the cluster network may be shared. Each
+// end shows its host's certificate and checks the other's against the
+// cluster CA.
+type MigrationTLS struct {
+	// Dir holds the files in QEMU's layout: ca-cert.pem, and this host's
+	// certificate and key as server-cert.pem and server-key.pem (used by
+	// a target) and client-cert.pem and client-key.pem (a source).
+	Dir string
+	// Hostname is the name the target's certificate must carry; the
+	// source checks it (a target ignores it).
+	Hostname string
+}
+
 // MigrateOptions tune Migrator.Migrate. The zero value is valid.
 type MigrateOptions struct {
+	// TLS, if set, sends the migration over TLS (the target must have
+	// been started with TLS).
+	TLS *MigrationTLS
 	// DowntimeLimit is the longest pause of the guest the migration may
 	// plan for its last step: it goes on copying the memory the guest
 	// dirties until what is left can be sent within it. Default 300 ms.

@@ -106,6 +106,9 @@ type vm struct {
 	// while it waits.
 	incoming, received bool
 	uri                string
+	// tls says the target was started with TLS: a source must migrate
+	// with it too, as QEMU's would.
+	tls bool
 	// migrated is set on a source whose migration completed, until it is
 	// resumed; migrating while a Migrate of it runs.
 	migrated, migrating bool

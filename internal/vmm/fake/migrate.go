@@ -57,12 +57,13 @@ func (d *Driver) FailMigrate(id string, err error) {
 }
 
 // StartIncoming records a paused VM for spec.ID that waits for a migration
-// on listen ("host:port"; port 0 takes the next free one of a counter from
-// 49152) and returns its handle and URI ("tcp:host:port"). It fails as
+// on opts.Listen ("host:port"; port 0 takes the next free one of a counter
+// from 49152), with opts.TLS or not (a Migrate to it must agree) and returns its handle and URI ("tcp:host:port"). It fails as
 // Start does (ErrAlreadyRunning, FailStart), and if another fake VM in the
 // process listens on the same address. Unlike Start, it does not wait out
 // the start delay. The VM is Paused until Resume; Stop kills it.
-func (d *Driver) StartIncoming(ctx context.Context, spec vmm.Spec, listen string) (vmm.Handle, string, error) {
+func (d *Driver) StartIncoming(ctx context.Context, spec vmm.Spec, opts vmm.IncomingOptions) (vmm.Handle, string, error) {
+	listen := opts.Listen
 	fail := func(err error) (vmm.Handle, string, error) {
 		return vmm.Handle{}, "", fmt.Errorf("start incoming vm %s: %w", spec.ID, err)
 	}
@@ -91,7 +92,7 @@ func (d *Driver) StartIncoming(ctx context.Context, spec vmm.Spec, listen string
 	d.starting[spec.ID] = true
 	d.mu.Unlock()
 
-	v := &vm{spec: spec, state: vmm.StateRunning, waiters: make(map[*waiter]struct{}), incoming: true}
+	v := &vm{spec: spec, state: vmm.StateRunning, waiters: make(map[*waiter]struct{}), incoming: true, tls: opts.TLS != nil}
 	listeners.mu.Lock()
 	if port == "0" {
 		for {
@@ -185,6 +186,8 @@ func (d *Driver) Migrate(ctx context.Context, id, uri string, opts vmm.MigrateOp
 	switch {
 	case l.v.state != vmm.StateRunning || !l.v.incoming || l.v.received:
 		err = fmt.Errorf("migration failed: the target at %s is gone", uri)
+	case l.v.tls != (opts.TLS != nil):
+		err = fmt.Errorf("migration failed: the target at %s and the source disagree on TLS", uri)
 	case failWith != nil:
 		err = fmt.Errorf("migration failed: %w", failWith)
 		l.d.endLocked(l.v, vmm.StateCrashed, fmt.Errorf("%w: vm %s: %w", vmm.ErrIncomingFailed, l.v.spec.ID, ErrCrashed))

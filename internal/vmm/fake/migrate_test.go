@@ -21,7 +21,7 @@ func inspect(t *testing.T, d *fake.Driver, id string, state vmm.State, paused bo
 
 func mustIncoming(t *testing.T, d *fake.Driver, id, listen string) (vmm.Handle, string) {
 	t.Helper()
-	h, uri, err := d.StartIncoming(t.Context(), spec(id), listen)
+	h, uri, err := d.StartIncoming(t.Context(), spec(id), vmm.IncomingOptions{Listen: listen})
 	if err != nil {
 		t.Fatalf("StartIncoming(%s, %s) = %v", id, listen, err)
 	}
@@ -98,10 +98,10 @@ func TestMigrateFailures(t *testing.T) {
 	})
 	t.Run("address in use", func(t *testing.T) {
 		mustIncoming(t, b, "db", "10.0.0.2:7777")
-		if _, _, err := b.StartIncoming(t.Context(), spec("other"), "10.0.0.2:7777"); err == nil {
+		if _, _, err := b.StartIncoming(t.Context(), spec("other"), vmm.IncomingOptions{Listen: "10.0.0.2:7777"}); err == nil {
 			t.Fatal("StartIncoming on a taken address = nil, want an error")
 		}
-		if _, _, err := b.StartIncoming(t.Context(), spec("db"), "10.0.0.2:0"); !errors.Is(err, vmm.ErrAlreadyRunning) {
+		if _, _, err := b.StartIncoming(t.Context(), spec("db"), vmm.IncomingOptions{Listen: "10.0.0.2:0"}); !errors.Is(err, vmm.ErrAlreadyRunning) {
 			t.Fatalf("StartIncoming of a running id = %v, want ErrAlreadyRunning", err)
 		}
 		if err := b.Destroy(t.Context(), "db"); err != nil {

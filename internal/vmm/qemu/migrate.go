@@ -150,6 +150,36 @@ var migrationCaps = []string{"events", "return-path"}
 // back (roll back) until the target is resumed.
 var incomingCaps = append([]string{"late-block-activate"}, migrationCaps...)
 
+// Ids of the TLS credential objects a VM gets for its migrations: one for
+// taking the VM in (server), one for sending it out (client). A VM that
+// came in over TLS keeps the first, and may be sent on with or without
+// the second.
+const (
+	tlsInID  = "ferry-migration-tls-in"
+	tlsOutID = "ferry-migration-tls-out"
+)
+
+// tlsCreds is the object-add argument of QEMU's x509 credentials from
+// t.Dir for endpoint ("server" or "client"). Both ends check the peer's
+// certificate against the CA.
+func tlsCreds(id, endpoint string, t *vmm.MigrationTLS) map[string]any {
+	return map[string]any{"qom-type": "tls-creds-x509", "id": id, "dir": t.Dir, "endpoint": endpoint, "verify-peer": true}
+}
+
+// checkTLS checks a MigrationTLS from a caller.
+func checkTLS(t *vmm.MigrationTLS) error {
+	if t == nil {
+		return nil
+	}
+	if t.Dir == "" {
+		return errors.New("migration tls: no credentials directory")
+	}
+	if strings.ContainsAny(t.Hostname, " \t\n,/") {
+		return fmt.Errorf("migration tls: hostname %q is not a host name", t.Hostname)
+	}
+	return nil
+}
+
 // splitListen checks StartIncoming's listen argument.
 func splitListen(listen string) (host, port string, err error) {
 	host, port, err = net.SplitHostPort(listen)
@@ -186,7 +216,9 @@ func checkMigrationURI(uri string) error {
 // StartIncoming starts a VM that waits for a live migration (see
 // vmm.Migrator): QEMU runs with -incoming defer and -S, and once QMP is up
 // the driver sets the migration capabilities (events, return-path,
-// late-block-activate) and has it listen on listen with migrate-incoming.
+// late-block-activate), with opts.TLS its x509 credentials (the source
+// must show a certificate of the same CA), and has it listen on
+// opts.Listen with migrate-incoming.
 // QEMU reports the port it bound (query-migrate's socket-address), so a
 // port of 0 is safe. The URI names listen's host as given: for an
 // unspecified address (0.0.0.0) the caller must put in one the source can
@@ -199,15 +231,18 @@ func checkMigrationURI(uri string) error {
 // Paused, Recover finds it again. If the migration fails or the source
 // cancels it, QEMU exits by itself with an error wrapping
 // vmm.ErrIncomingFailed.
-func (d *Driver) StartIncoming(ctx context.Context, spec vmm.Spec, listen string) (vmm.Handle, string, error) {
+func (d *Driver) StartIncoming(ctx context.Context, spec vmm.Spec, opts vmm.IncomingOptions) (vmm.Handle, string, error) {
 	fail := func(err error) (vmm.Handle, string, error) {
 		return vmm.Handle{}, "", fmt.Errorf("start incoming vm %s: %w", spec.ID, err)
 	}
 	if err := ctx.Err(); err != nil {
 		return fail(err)
 	}
-	host, port, err := splitListen(listen)
+	host, port, err := splitListen(opts.Listen)
 	if err != nil {
+		return fail(err)
+	}
+	if err := checkTLS(opts.TLS); err != nil {
 		return fail(err)
 	}
 	spec, err = checkSpec(spec)
@@ -226,7 +261,7 @@ func (d *Driver) StartIncoming(ctx context.Context, spec vmm.Spec, listen string
 	var uri string
 	listenReady := func(ctx context.Context, v *vm, m *monitor) error {
 		var err error
-		uri, err = listenIncoming(ctx, m, host, port)
+		uri, err = listenIncoming(ctx, m, host, port, opts.TLS)
 		return err
 	}
 	v, err := d.launch(ctx, spec, args, true, listenReady)
@@ -240,8 +275,9 @@ func (d *Driver) StartIncoming(ctx context.Context, spec vmm.Spec, listen string
 }
 
 // listenIncoming makes a QEMU started with -incoming defer listen on
-// host:port and returns the URI a source sends to.
-func listenIncoming(ctx context.Context, m *monitor, host, port string) (string, error) {
+// host:port, over TLS if tls is set, and returns the URI a source sends
+// to.
+func listenIncoming(ctx context.Context, m *monitor, host, port string, tls *vmm.MigrationTLS) (string, error) {
 	status, err := queryStatus(ctx, m)
 	if err != nil {
 		return "", err
@@ -251,6 +287,14 @@ func listenIncoming(ctx context.Context, m *monitor, host, port string) (string,
 	}
 	if err := m.execute(ctx, "migrate-set-capabilities", capabilities(incomingCaps...), nil); err != nil {
 		return "", err
+	}
+	if tls != nil {
+		if err := m.execute(ctx, "object-add", tlsCreds(tlsInID, "server", tls), nil); err != nil {
+			return "", fmt.Errorf("migration tls credentials in %s: %w", tls.Dir, err)
+		}
+		if err := m.execute(ctx, "migrate-set-parameters", map[string]any{"tls-creds": tlsInID}, nil); err != nil {
+			return "", err
+		}
 	}
 	addr := net.JoinHostPort(host, port)
 	if err := m.execute(ctx, "migrate-incoming", map[string]string{"uri": "tcp:" + addr}, nil); err != nil {
@@ -329,6 +373,9 @@ func (d *Driver) Migrate(ctx context.Context, id, uri string, opts vmm.MigrateOp
 	if opts.DowntimeLimit < 0 || opts.MaxBandwidth < 0 || opts.ConvergeTimeout < 0 {
 		return fail(fmt.Errorf("negative option in %+v", opts))
 	}
+	if err := checkTLS(opts.TLS); err != nil {
+		return fail(err)
+	}
 	downtime := opts.DowntimeLimit
 	if downtime == 0 {
 		downtime = DefaultDowntimeLimit
@@ -376,6 +423,19 @@ func (d *Driver) Migrate(ctx context.Context, id, uri string, opts vmm.MigrateOp
 	params := map[string]any{
 		"downtime-limit": max(downtime.Milliseconds(), 1),
 		"max-bandwidth":  bandwidth,
+		// A VM that came in over TLS still names its server credentials:
+		// plain unless TLS is asked for.
+		"tls-creds":    "",
+		"tls-hostname": "",
+	}
+	if t := opts.TLS; t != nil {
+		// Credentials of an earlier migration may be stale (renewed
+		// certificates): load them again.
+		_ = d.command(v, "object-del", map[string]string{"id": tlsOutID}, nil)
+		if err := d.command(v, "object-add", tlsCreds(tlsOutID, "client", t), nil); err != nil {
+			return fail(fmt.Errorf("migration tls credentials in %s: %w", t.Dir, err))
+		}
+		params["tls-creds"], params["tls-hostname"] = tlsOutID, t.Hostname
 	}
 	if err := d.command(v, "migrate-set-parameters", params, nil); err != nil {
 		return fail(err)

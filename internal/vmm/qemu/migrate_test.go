@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferrycluster/ferry/internal/pki"
 	"github.com/ferrycluster/ferry/internal/vmm"
 )
 
@@ -276,7 +277,7 @@ func startIncoming(t *testing.T, d *Driver, src migrationGuest) (migrationGuest,
 	t.Helper()
 	dst := targetOf(t, src)
 	t0 := time.Now()
-	h, uri, err := d.StartIncoming(ctxFor(t, time.Minute), dst.spec, "127.0.0.1:0")
+	h, uri, err := d.StartIncoming(ctxFor(t, time.Minute), dst.spec, vmm.IncomingOptions{Listen: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatalf("StartIncoming = %v", err)
 	}
@@ -556,7 +557,7 @@ func TestMigrateFailures(t *testing.T) {
 		}
 		defer l.Close()
 		dst := targetOf(t, src)
-		_, _, err = hostB.StartIncoming(ctxFor(t, time.Minute), dst.spec, l.Addr().String())
+		_, _, err = hostB.StartIncoming(ctxFor(t, time.Minute), dst.spec, vmm.IncomingOptions{Listen: l.Addr().String()})
 		t.Logf("StartIncoming on a taken port: %v", err)
 		if err == nil || !strings.Contains(err.Error(), "in use") {
 			t.Fatalf("StartIncoming on a taken port = %v, want an error saying so", err)
@@ -567,7 +568,7 @@ func TestMigrateFailures(t *testing.T) {
 		if pids := qemuProcessesIn(t, dst.spec.StateDir); len(pids) != 0 {
 			t.Errorf("QEMU processes %v still run after a failed StartIncoming", pids)
 		}
-		if _, _, err := hostB.StartIncoming(t.Context(), dst.spec, "127.0.0.1"); err == nil {
+		if _, _, err := hostB.StartIncoming(t.Context(), dst.spec, vmm.IncomingOptions{Listen: "127.0.0.1"}); err == nil {
 			t.Error("StartIncoming without a port = nil, want an error")
 		}
 	})
@@ -646,4 +647,101 @@ func TestMigrateFailures(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// tlsDirs writes migration credentials for host-a and host-b, issued by
+// one cluster CA, and returns their directories.
+func tlsDirs(t *testing.T) (a, b string) {
+	t.Helper()
+	ca, err := pki.NewCA("test", time.Now(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := func(node string) string {
+		key, csr, err := pki.NewNodeKeyAndCSR(node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, _, err := ca.SignNodeCSR(csr, node, time.Now(), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := filepath.Join(t.TempDir(), "migration-tls")
+		if err := vmm.WriteMigrationTLS(d, ca.CertPEM(), cert, key); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	return dir("host-a"), dir("host-b")
+}
+
+// TestMigrateTLS: a migration over TLS with the hosts' cluster
+// certificates; the guest then goes back without TLS (it still holds its
+// credentials from coming in); a source without TLS, or one that expects
+// another host's name, cannot send to a target that wants TLS, and its
+// guest runs on.
+func TestMigrateTLS(t *testing.T) {
+	t.Parallel()
+	g := buildGuest(t)
+	hostA := newTestDriver(t, Config{})
+	hostB := newTestDriver(t, Config{})
+	dirA, dirB := tlsDirs(t)
+	src := migrationSpec(t, g, "tls-mover")
+	id := src.spec.ID
+	startGuest(t, hostA, src.spec)
+	waitForOutput(t, filepath.Join(src.spec.StateDir, ConsoleLogName), guestUp, within(bootTimeout))
+	before := guestIdentity(t, src.spec)
+
+	incoming := func(d *Driver, g migrationGuest, tls *vmm.MigrationTLS) (migrationGuest, string) {
+		t.Helper()
+		dst := targetOf(t, g)
+		_, uri, err := d.StartIncoming(ctxFor(t, time.Minute), dst.spec, vmm.IncomingOptions{Listen: "127.0.0.1:0", TLS: tls})
+		if err != nil {
+			t.Fatalf("StartIncoming = %v", err)
+		}
+		t.Cleanup(func() { _ = d.Destroy(context.Background(), dst.spec.ID) })
+		return dst, uri
+	}
+	refused := func(from, to *Driver, g migrationGuest, opts vmm.MigrateOptions, why string) {
+		t.Helper()
+		_, uri := incoming(to, g, &vmm.MigrationTLS{Dir: dirB})
+		_, err := from.Migrate(ctxFor(t, time.Minute), id, uri, opts, nil)
+		t.Logf("%s: %v", why, err)
+		if err == nil {
+			t.Fatalf("%s: Migrate = nil, want an error", why)
+		}
+		checkInspect(t, from, id, vmm.StateRunning, false)
+		if err := to.Destroy(t.Context(), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	refused(hostA, hostB, src, vmm.MigrateOptions{}, "a source without tls")
+	refused(hostA, hostB, src, vmm.MigrateOptions{TLS: &vmm.MigrationTLS{Dir: dirA, Hostname: "host-c"}}, "a source that expects host-c")
+
+	dst, uri := incoming(hostB, src, &vmm.MigrationTLS{Dir: dirB})
+	res, err := hostA.Migrate(ctxFor(t, 2*time.Minute), id, uri, vmm.MigrateOptions{TLS: &vmm.MigrationTLS{Dir: dirA, Hostname: "host-b"}}, nil)
+	if err != nil {
+		t.Fatalf("Migrate over tls = %v", err)
+	}
+	t.Logf("over tls: total %v, downtime %v, %.1f MiB", res.TotalTime, res.Downtime, float64(res.Transferred)/(1<<20))
+	if err := hostB.Resume(ctxFor(t, time.Minute), id); err != nil {
+		t.Fatalf("Resume = %v", err)
+	}
+	if err := hostA.Destroy(t.Context(), id); err != nil {
+		t.Fatal(err)
+	}
+	if after := guestIdentity(t, dst.spec); after.bootID != before.bootID {
+		t.Fatalf("the target runs boot %s, want the source's %s", after.bootID, before.bootID)
+	}
+
+	back, uri := incoming(hostA, dst, nil)
+	if _, err := hostB.Migrate(ctxFor(t, 2*time.Minute), id, uri, vmm.MigrateOptions{}, nil); err != nil {
+		t.Fatalf("Migrate back without tls = %v", err)
+	}
+	if err := hostA.Resume(ctxFor(t, time.Minute), id); err != nil {
+		t.Fatalf("Resume = %v", err)
+	}
+	if after := guestIdentity(t, back.spec); after.bootID != before.bootID {
+		t.Fatalf("back on host a the guest runs boot %s, want %s", after.bootID, before.bootID)
+	}
 }
