@@ -22,7 +22,11 @@ import (
 // lost, and the operation ends within a deadline instead of staying
 // Running.
 func TestMigrateServerRestart(t *testing.T) {
-	c := startVMs(t, 2)
+	// A restart of the server under load can outlast the default fence
+	// deadline (2 s), and then both hosts fence themselves, as they must
+	// when they cannot tell a dead server from a partition. This test is
+	// about the migration's state surviving the restart: longer leases.
+	c := startVMsWith(t, e2e.Options{Hosts: 2, NodeTTL: 8 * time.Second})
 	ctx := context.Background()
 	must(t, c.UploadImage(ctx, "demo", buildDemo(t)))
 	const name = "rs-1"

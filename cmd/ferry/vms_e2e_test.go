@@ -47,6 +47,13 @@ func buildDemo(t *testing.T) string {
 // where that cannot run.
 func startVMs(t *testing.T, hosts int) *e2e.Cluster {
 	t.Helper()
+	return startVMsWith(t, e2e.Options{Hosts: hosts})
+}
+
+// startVMsWith is startVMs with more options (Binary, Dir and WithClient
+// are set here).
+func startVMsWith(t *testing.T, opts e2e.Options) *e2e.Cluster {
+	t.Helper()
 	if err := testcluster.Preflight(); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatal(err)
@@ -61,7 +68,8 @@ func startVMs(t *testing.T, hosts int) *e2e.Cluster {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := e2e.Start(ctx, e2e.Options{Binary: ferryBin, Hosts: hosts, Dir: t.TempDir(), WithClient: true})
+	opts.Binary, opts.Dir, opts.WithClient = ferryBin, t.TempDir(), true
+	c, err := e2e.Start(ctx, opts)
 	if err != nil {
 		t.Fatalf("start cluster: %v", err)
 	}

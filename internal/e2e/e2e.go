@@ -34,6 +34,11 @@ type Options struct {
 	Dir string
 	// WithClient adds the client namespace guests are reached from.
 	WithClient bool
+	// NodeTTL, if set, is the server's --node-ttl, and a second less the
+	// agents' --fence-after (the defaults are 3 s and 2 s). A test that
+	// restarts the server and must not see hosts fence themselves (a
+	// restart under load can outlast 2 s) sets a longer one.
+	NodeTTL time.Duration
 }
 
 // Cluster is a running ferry cluster on simulated hosts.
@@ -156,6 +161,9 @@ func (c *Cluster) StartServer(ctx context.Context, addr string) error {
 	dataDir := filepath.Join(c.opts.Dir, "server")
 	cmd := exec.Command(c.opts.Binary, "server", "--data-dir", dataDir, "--listen", addr,
 		"--admin-token-file", filepath.Join(c.opts.Dir, "admin.token"), "--log-format", "json")
+	if c.opts.NodeTTL > 0 {
+		cmd.Args = append(cmd.Args, "--node-ttl", c.opts.NodeTTL.String())
+	}
 	p, err := StartProcess(cmd)
 	if err != nil {
 		return err
@@ -211,6 +219,9 @@ func (c *Cluster) StartAgentVia(ctx context.Context, h *testcluster.Host, name, 
 		"--api-listen", ":7445", "--listen", "", "--address", net.JoinHostPort(h.IP.String(), "7445"), "--log-format", "json"}
 	if token != "" {
 		args = append(args, "--token", token)
+	}
+	if c.opts.NodeTTL > 0 {
+		args = append(args, "--fence-after", (c.opts.NodeTTL - time.Second).String())
 	}
 	p, err := start(h.Command(context.Background(), c.opts.Binary, args...), h.Start)
 	if err != nil {
