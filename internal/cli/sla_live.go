@@ -710,9 +710,12 @@ reproduces the report.`,
 			}
 			ctx, cancel := a.requestContext(cmd)
 			defer cancel()
-			rep, err := c.SLAReport(ctx, query)
+			rep, unpriced, err := c.SLAReport(ctx, query)
 			if err != nil {
 				return explain(queryServerError(err), conn, "report", "")
+			}
+			if len(unpriced) > 0 {
+				fmt.Fprintf(a.stderr(), "Warning: no SLA policy covers %s: the report leaves them out (ferry sla assign --instance NAME --policy POLICY, or --customer)\n", strings.Join(unpriced, ", "))
 			}
 			var events []sla.Event
 			var w sla.Window

@@ -112,19 +112,25 @@ func (s *fakeSLA) ledger() []sla.Event {
 	return evs
 }
 
-// report is what GET /v1/sla/report answers.
-func (s *fakeSLA) report(win sla.Window, customer string) (*sla.Report, error) {
-	evs := s.ledger()
-	if customer != "" {
-		var mine []sla.Event
-		for _, e := range evs {
-			if e.Customer == customer {
-				mine = append(mine, e)
+// report is what GET /v1/sla/report answers, and the instances it leaves
+// out because no policy covers them (the server's Ferry-Unpriced).
+func (s *fakeSLA) report(win sla.Window, customer string) (*sla.Report, []string, error) {
+	plans := s.plans()
+	var evs []sla.Event
+	var unpriced []string
+	for _, e := range s.ledger() {
+		if _, err := plans.Plan(e.Instance, e.Customer); err != nil {
+			if !slices.Contains(unpriced, e.Instance) {
+				unpriced = append(unpriced, e.Instance)
 			}
+			continue
 		}
-		evs = mine
+		if customer == "" || e.Customer == customer {
+			evs = append(evs, e)
+		}
 	}
-	return sla.Compute(evs, win, s.plans().Plan)
+	rep, err := sla.Compute(evs, win, plans.Plan)
+	return rep, unpriced, err
 }
 
 func (f *fakeAPI) slaRoutes(mux *http.ServeMux) {
@@ -260,10 +266,13 @@ func (f *fakeAPI) slaRoutes(mux *http.ServeMux) {
 		if !ok {
 			return
 		}
-		rep, err := s.report(win, r.URL.Query().Get("customer"))
+		rep, unpriced, err := s.report(win, r.URL.Query().Get("customer"))
 		if err != nil {
 			writeError(w, 500, "internal", "", "%v", err)
 			return
+		}
+		if len(unpriced) > 0 {
+			w.Header().Set("Ferry-Unpriced", strings.Join(unpriced, ","))
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = sla.WriteJSON(w, rep)
@@ -327,6 +336,8 @@ type slaCase struct {
 	wantReqs []string
 	// check inspects the fake afterwards.
 	check func(t *testing.T, e *testEnv, r result)
+	// seed, if set, changes the fake before the run.
+	seed func(s *fakeSLA)
 }
 
 func runSLACases(t *testing.T, tests []slaCase) {
@@ -335,6 +346,9 @@ func runSLACases(t *testing.T, tests []slaCase) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			e := slaEnv(t)
+			if tc.seed != nil {
+				tc.seed(e.api.sla)
+			}
 			args := slices.Clone(tc.args)
 			for i := range args {
 				args[i] = strings.ReplaceAll(args[i], "$DIR", e.dir)
@@ -765,7 +779,7 @@ func wantLiveReport(t *testing.T, e *testEnv, month, tz, customer string) (*sla.
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := e.api.sla.report(w, customer)
+	rep, _, err := e.api.sla.report(w, customer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -805,6 +819,19 @@ func TestSLAReportCommand(t *testing.T) {
 			},
 			wantReqs: []string{"GET /v1/sla/report?month=2025-05"},
 			check:    exact(text, "2025-05", "UTC", ""),
+		},
+		{
+			name: "an instance no policy covers",
+			args: []string{"sla", "report", "--month", "2025-05"},
+			seed: func(s *fakeSLA) {
+				s.events += `{"time":"2025-05-25T00:00:00Z","instance":"tmp-9","customer":"gamma","state":"serving"}` + "\n"
+			},
+			wantOut: []string{"web-1      acme       gold     99.948% !"},
+			check: func(t *testing.T, e *testEnv, r result) {
+				if !strings.Contains(r.stderr, "Warning: no SLA policy covers tmp-9") || strings.Contains(r.stdout, "tmp-9") {
+					t.Errorf("stderr %q, stdout %q: want a warning naming tmp-9, and tmp-9 left out of the report", r.stderr, r.stdout)
+				}
+			},
 		},
 		{name: "the current month", args: []string{"sla", "report"}, wantOut: []string{"SLA report 2025-06 (UTC): 2025-06-01 00:00 to 2025-06-01 12:00"}, wantReqs: []string{"GET /v1/sla/report"}},
 		{name: "json", args: []string{"sla", "report", "--month", "2025-05", "--tz", "Europe/Berlin", "--json"},

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/ferrycluster/ferry/internal/api"
 	"github.com/ferrycluster/ferry/internal/sla"
@@ -189,13 +190,25 @@ func (q SLAQuery) values() url.Values {
 	return v
 }
 
-// SLAReport returns the report of a month from the cluster's ledger.
-func (c *Client) SLAReport(ctx context.Context, q SLAQuery) (*sla.Report, error) {
-	var out sla.Report
-	if _, err := c.do(ctx, http.MethodGet, "/v1/sla/report", q.values(), nil, &out); err != nil {
-		return nil, err
+// SLAReport returns the report of a month from the cluster's ledger, and
+// the instances of the ledger that no policy covers (the report prices
+// none of their downtime).
+func (c *Client) SLAReport(ctx context.Context, q SLAQuery) (*sla.Report, []string, error) {
+	const path = "/v1/sla/report"
+	resp, err := c.send(ctx, http.MethodGet, path, q.values(), nil)
+	if err != nil {
+		return nil, nil, err
 	}
-	return &out, nil
+	defer resp.Body.Close()
+	var out sla.Report
+	if err := decode(resp, http.MethodGet, path, &out); err != nil {
+		return nil, nil, err
+	}
+	var unpriced []string
+	if h := resp.Header.Get("Ferry-Unpriced"); h != "" {
+		unpriced = strings.Split(h, ",")
+	}
+	return &out, unpriced, nil
 }
 
 // SLAIncidents returns the timeline of one instance in a month.
