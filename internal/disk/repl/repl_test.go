@@ -487,7 +487,10 @@ func TestLinkCutDegradeResync(t *testing.T) {
 func TestAckTimeoutFreezesUntilDecision(t *testing.T) {
 	t.Parallel()
 	gate := &gateBackend{entered: make(chan struct{}, 1), release: make(chan struct{})}
-	p := newPair(t, pairOpts{size: 1 << 20, ackTimeout: 50 * time.Millisecond, wrapSec: func(b nbd.Backend) nbd.Backend {
+	// The timeout also covers the acks of the first full sync: 50 ms
+	// failed that sync once under CI's load (the whole suite at once).
+	// The hung write waits for it however long it is.
+	p := newPair(t, pairOpts{size: 1 << 20, ackTimeout: 500 * time.Millisecond, wrapSec: func(b nbd.Backend) nbd.Backend {
 		gate.Backend = b
 		return gate
 	}})
