@@ -60,6 +60,25 @@ func TestCheckMigrationURI(t *testing.T) {
 	}
 }
 
+func TestCheckTLS(t *testing.T) {
+	tests := []struct {
+		tls *vmm.MigrationTLS
+		ok  bool
+	}{
+		{nil, true},
+		{&vmm.MigrationTLS{Dir: "/var/lib/ferry/migration-tls"}, true},
+		{&vmm.MigrationTLS{Dir: "/d", Hostname: "host-2"}, true},
+		{&vmm.MigrationTLS{Hostname: "host-2"}, false},
+		{&vmm.MigrationTLS{Dir: "/d", Hostname: "host-2,dir=/etc"}, false},
+		{&vmm.MigrationTLS{Dir: "/d", Hostname: "a b"}, false},
+	}
+	for _, tc := range tests {
+		if err := checkTLS(tc.tls); (err == nil) != tc.ok {
+			t.Errorf("checkTLS(%+v) = %v, want ok=%v", tc.tls, err, tc.ok)
+		}
+	}
+}
+
 // TestMigrationInfo decodes query-migrate answers as QEMU 7.2 gives them.
 func TestMigrationInfo(t *testing.T) {
 	const completed = `{"status": "completed", "setup-time": 4, "downtime": 26, "total-time": 621, "ram": {"total": 134750208,
