@@ -154,7 +154,7 @@ func TestSLAEndToEnd(t *testing.T) {
 	hf := web.IncidentsByCause[api.CauseHostFailure]
 	seen := webBack.Sub(killedAt).Seconds()
 	if hf.Count != 1 || hf.Seconds > seen+0.5 || hf.Seconds < seen-4 || web.DowntimeSeconds != hf.Seconds {
-		t.Errorf("web's host failure: %+v, downtime %.3fs; the test saw %.3fs", hf, web.DowntimeSeconds, seen)
+		t.Errorf("web's host failure: %+v, downtime %.3fs; the test saw %.3fs; the ledger:\n%s", hf, web.DowntimeSeconds, seen, cli("sla", "export", "--month", time.Now().UTC().Format("2006-01")))
 	}
 	// db: one migration down, the maintenance one excluded (silver
 	// excludes maintenance announced before it starts).

@@ -90,8 +90,11 @@ func (c *Controller) failOne(ctx context.Context, cluster *scheduler.Cluster, no
 	// its lease expired, which is now. (LastHeartbeat is only written when
 	// what a node reports changes, so it may be older.)
 	downSince := now.Add(-c.cfg.NodeTTL)
-	if in.Status.ServingSince.After(downSince) {
-		downSince = in.Status.ServingSince
+	if !in.Status.ServingSince.Before(downSince) {
+		// It began serving within the TTL: it went down after that. A
+		// nanosecond later, so that the ledger (ordered by time, then by
+		// random id) never puts this outage before the serving it ends.
+		downSince = in.Status.ServingSince.Add(time.Nanosecond)
 	}
 	var ops []clientv3.Op
 	var cmps []clientv3.Cmp

@@ -252,6 +252,14 @@ func TestSharedStorageFailoverWaitsForRoom(t *testing.T) {
 	if got.Status.Phase != api.PhasePending || got.Status.Node != "" || !strings.Contains(got.Status.Message, "room") {
 		t.Fatalf("phase %s node %q message %q; want Pending, no node, a reason about room", got.Status.Phase, got.Status.Node, got.Status.Message)
 	}
+	// The outage is in the ledger all the same, from the host's failure.
+	led, err := s.ListLedger(ctx, time.Time{}, now.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(led) != 1 || led[0].Instance != "web" || led[0].Serving || led[0].Cause != api.CauseHostFailure {
+		t.Fatalf("ledger %+v, want web's host failure", led)
+	}
 }
 
 // TestConcurrentFailoversOfOneInstance runs two controllers (as two
@@ -293,5 +301,47 @@ func TestConcurrentFailoversOfOneInstance(t *testing.T) {
 	got, _ := s.Instances.Get(ctx, "web")
 	if len(ops) != 1 || got.Status.Epoch != 5 {
 		t.Fatalf("%d operations, epoch %d; want exactly one failover (epoch 5)", len(ops), got.Status.Epoch)
+	}
+}
+
+// TestFailoverOfAnInstanceJustServing: an instance that began serving
+// less than a TTL before its host's lease expired went down after that
+// instant; in the ledger its outage comes after the serving it ends, never
+// at the same time (which a report could read in either order).
+func TestFailoverOfAnInstanceJustServing(t *testing.T) {
+	for i := range 20 { // the ledger's tie-break is a random id
+		s := storetest.NewStore(t, storetest.Embedded(t))
+		ctx := context.Background()
+		now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+		c := New(Config{Store: s, Now: func() time.Time { return now }, StableFor: time.Second, NodeTTL: 3 * time.Second})
+		old := now.Add(-time.Hour)
+		for _, n := range []*api.Node{node("a", old), node("b", old)} {
+			if err := s.Nodes.Create(ctx, n); err != nil {
+				t.Fatal(err)
+			}
+		}
+		since := now.Add(-time.Second)
+		in := &api.Instance{Meta: api.Meta{Name: "web", CreatedAt: old},
+			Spec:   api.InstanceSpec{CPUs: 1, Memory: 1 << 30, Disk: 10 << 30, State: api.DesiredRunning, Storage: "shared:/mnt", Owner: "acme"},
+			Status: api.InstanceStatus{Node: "a", Epoch: 1, Phase: api.PhaseRunning, Serving: true, ServingSince: since}}
+		serving := api.Event{Time: since, Kind: api.KindInstance, Name: "web", Node: "a", Type: "Serving"}
+		if err := s.Instances.Create(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := s.Txn(ctx, nil, LedgerOps(s, in, serving)...); err != nil {
+			t.Fatal(err)
+		}
+		nodes, _, _ := s.Nodes.List(ctx)
+		insts, _, _ := s.Instances.List(ctx)
+		if err := c.failover(ctx, nodes, map[string]bool{"b": true}, insts); err != nil {
+			t.Fatal(err)
+		}
+		led, err := s.ListLedger(ctx, time.Time{}, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(led) != 2 || !led[0].Serving || led[1].Serving || led[1].Cause != api.CauseHostFailure || !led[1].Time.After(led[0].Time) {
+			t.Fatalf("try %d: ledger %+v, want serving, then the host failure strictly after", i, led)
+		}
 	}
 }
