@@ -352,7 +352,7 @@ func (w *worker) migrateOut(ctx context.Context, gen uint64, inst *api.Instance,
 	}
 	rollback := func(why error) time.Duration {
 		w.log.Warn("switch refused; resuming the vm here", "err", why)
-		if err := netid.SetTapUp(netid.TapName(w.name), true); err != nil {
+		if err := netid.SetTapUp(tap, true); err != nil {
 			w.log.Warn("bringing the vm's tap back up", "err", err)
 		}
 		if replicated(inst) && w.a.realVMs() {

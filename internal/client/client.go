@@ -199,15 +199,25 @@ func (c *Client) send(ctx context.Context, method, path string, query url.Values
 // do makes one request and decodes a 2xx body into out (unless out is nil
 // or the body is empty). It returns the status code.
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, in, out any) (int, error) {
-	resp, err := c.send(ctx, method, path, query, in)
+	resp, err := c.exchange(ctx, method, path, query, in, out)
 	if err != nil {
 		return 0, err
 	}
+	return resp.StatusCode, nil
+}
+
+// exchange is do for callers that need the answer's headers too: it
+// returns the response with its body read into out and closed.
+func (c *Client) exchange(ctx context.Context, method, path string, query url.Values, in, out any) (*http.Response, error) {
+	resp, err := c.send(ctx, method, path, query, in)
+	if err != nil {
+		return nil, err
+	}
 	defer resp.Body.Close()
 	if err := decode(resp, method, path, out); err != nil {
-		return 0, err
+		return nil, err
 	}
-	return resp.StatusCode, nil
+	return resp, nil
 }
 
 // decode reads a response body of at most maxResponseBytes and decodes it

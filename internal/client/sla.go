@@ -194,14 +194,9 @@ func (q SLAQuery) values() url.Values {
 // the instances of the ledger that no policy covers (the report prices
 // none of their downtime).
 func (c *Client) SLAReport(ctx context.Context, q SLAQuery) (*sla.Report, []string, error) {
-	const path = "/v1/sla/report"
-	resp, err := c.send(ctx, http.MethodGet, path, q.values(), nil)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer resp.Body.Close()
 	var out sla.Report
-	if err := decode(resp, http.MethodGet, path, &out); err != nil {
+	resp, err := c.exchange(ctx, http.MethodGet, "/v1/sla/report", q.values(), nil, &out)
+	if err != nil {
 		return nil, nil, err
 	}
 	var unpriced []string

@@ -104,9 +104,9 @@ const migrationPrefix = "migration:"
 // (the waiting VM, or the cold boot to come), with the disk when the move
 // copies it to a host that held no replica. A migration whose source is
 // down is being abandoned (failover takes over) and holds nothing. The
-// stand-ins have no replica
-// (nothing to fail over) and only count in the places decisions made
-// through this view; the cluster snapshot of the API shows instances only.
+// stand-ins have no replica (nothing to fail over) and only count in the
+// decisions made through this view; the API's cluster snapshot shows
+// instances only.
 func withMigrations(snap scheduler.Snapshot, insts []*api.Instance, alive map[string]bool) scheduler.Snapshot {
 	for _, in := range insts {
 		m := in.Status.Migration

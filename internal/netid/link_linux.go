@@ -220,18 +220,9 @@ func tapMAC(name string) net.HardwareAddr {
 // DeleteTap deletes the tap device called name. A missing device is not an
 // error; a link of that name that is not a tap is (it is left alone).
 func DeleteTap(name string) error {
-	if err := checkIfName(name); err != nil {
-		return fmt.Errorf("delete tap: %w", err)
-	}
-	l, err := netlink.LinkByName(name)
-	if isNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("delete tap %s: %w", name, err)
-	}
-	if _, ok := l.(*netlink.Tuntap); !ok {
-		return fmt.Errorf("delete tap %s: link is a %s, not a tap; left alone", name, l.Type())
+	l, err := existingTap("delete", name)
+	if l == nil || err != nil {
+		return err
 	}
 	if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
 		return fmt.Errorf("delete tap %s: %w", name, err)
@@ -245,18 +236,9 @@ func DeleteTap(name string) error {
 // guest's MAC and floods its frames, which reach the target's tap at once
 // instead of after the target's announcement.
 func SetTapUp(name string, up bool) error {
-	if err := checkIfName(name); err != nil {
-		return fmt.Errorf("set tap: %w", err)
-	}
-	l, err := netlink.LinkByName(name)
-	if isNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("set tap %s: %w", name, err)
-	}
-	if _, ok := l.(*netlink.Tuntap); !ok {
-		return fmt.Errorf("set tap %s: link is a %s, not a tap; left alone", name, l.Type())
+	l, err := existingTap("set", name)
+	if l == nil || err != nil {
+		return err
 	}
 	if up {
 		err = netlink.LinkSetUp(l)
@@ -267,6 +249,26 @@ func SetTapUp(name string, up bool) error {
 		return fmt.Errorf("set tap %s up=%v: %w", name, up, err)
 	}
 	return nil
+}
+
+// existingTap returns the tap device called name, or nil and no error if
+// there is none; a link of that name that is not a tap is an error (it is
+// left alone). verb names the caller's action in errors.
+func existingTap(verb, name string) (netlink.Link, error) {
+	if err := checkIfName(name); err != nil {
+		return nil, fmt.Errorf("%s tap: %w", verb, err)
+	}
+	l, err := netlink.LinkByName(name)
+	if isNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s tap %s: %w", verb, name, err)
+	}
+	if _, ok := l.(*netlink.Tuntap); !ok {
+		return nil, fmt.Errorf("%s tap %s: link is a %s, not a tap; left alone", verb, name, l.Type())
+	}
+	return l, nil
 }
 
 // isNotFound reports whether err says a link does not exist.
