@@ -415,6 +415,9 @@ func TestLocalWriteErrorRecordedAcrossReconnect(t *testing.T) {
 		t.Fatalf("BitmapGen = %x, want the peer's generation %x", m.BitmapGen, m.Current)
 	}
 	p.cut().reply <- Decision{} // stay frozen; the operator reconnects
+	// The primary takes the decision on its own goroutine, and refuses a
+	// connection until it has.
+	p.awaitReason("staying frozen")
 	fb.fail.Store(false)
 	fb.failRead.Store(false)
 	p.mustConnect()

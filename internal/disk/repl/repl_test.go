@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"strings"
 	"testing"
 	"time"
 
@@ -224,6 +225,18 @@ func (p *pair) awaitLost() lostCall {
 	case <-time.After(10 * time.Second):
 		p.t.Fatalf("OnPeerLost not called; status %+v", p.prim.Status())
 		return lostCall{}
+	}
+}
+
+// awaitReason waits until the primary's status reason contains sub.
+func (p *pair) awaitReason(sub string) {
+	p.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.prim.Status().Reason, sub) {
+		if time.Now().After(deadline) {
+			p.t.Fatalf("status reason never contained %q; status %+v", sub, p.prim.Status())
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
