@@ -9,8 +9,13 @@
 // size. Every migration checks that data the guest fsync'ed before it is
 // still there after it (lost_writes, which must be 0).
 //
-// Rounds alternate the measurements (bare boot, cold, live, move 1 GiB,
-// move 4 GiB) so a noisy machine weighs on all of them alike; the figures
+// The reference for live migration is a bare QEMU live migration of the
+// same image between two of the simulated hosts (shared disk file, plain
+// TCP, the target starting the guest by itself), measured by the same
+// client.
+//
+// Rounds alternate the measurements (bare boot, cold, live, bare live,
+// move 1 GiB, move 4 GiB) so a noisy machine weighs on all of them alike; the figures
 // are medians over the rounds.
 package main
 
@@ -94,7 +99,7 @@ func run(bin string, reps, usedMiB int) error {
 			name, in.Status.Node, in.Status.ReplicaNode, in.Spec.Disk, mib(alloc), time.Since(start).Seconds())
 	}
 
-	var bare, cold, live, qemu []time.Duration
+	var bare, cold, live, qemu, bareLive, bareQEMU []time.Duration
 	lost, liveReboots, liveFallbacks, coldBootsWrong := 0, 0, 0, 0
 	for round := 1; round <= reps; round++ {
 		b, err := c.BareBoot(ctx)
@@ -132,9 +137,17 @@ func run(bin string, reps, usedMiB int) error {
 			live = append(live, res.Downtime)
 			qemu = append(qemu, res.QEMUDowntime)
 		}
-		fmt.Printf("round %d: live: downtime %.3fs (QEMU %dms), took %.2fs (%s -> %s, boots %d -> %d, lost writes %d; %s)\n",
-			round, res.Downtime.Seconds(), res.QEMUDowntime.Milliseconds(), res.Took.Seconds(), res.From, res.To,
+		fmt.Printf("round %d: live: downtime %.3fs from +%.2fs (QEMU %dms), took %.2fs (%s -> %s, boots %d -> %d, lost writes %d; %s)\n",
+			round, res.Downtime.Seconds(), res.GapFrom.Seconds(), res.QEMUDowntime.Milliseconds(), res.Took.Seconds(), res.From, res.To,
 			res.BootsBefore, res.BootsAfter, res.LostWrites, timeline(res.Operation))
+
+		bl, err := c.BareLiveMigration(ctx)
+		if err != nil {
+			return fmt.Errorf("bare live migration: %w", err)
+		}
+		bareLive, bareQEMU = append(bareLive, bl.Downtime), append(bareQEMU, bl.QEMUDowntime)
+		fmt.Printf("round %d: bare live: downtime %.3fs from +%.2fs (QEMU %dms, total %dms)\n",
+			round, bl.Downtime.Seconds(), bl.GapFrom.Seconds(), bl.QEMUDowntime.Milliseconds(), bl.Total.Milliseconds())
 
 		for _, m := range moves {
 			l, err := m.once(ctx, c.Cluster, round, usedMiB)
@@ -167,16 +180,24 @@ func run(bin string, reps, usedMiB int) error {
 	if lost != 0 {
 		fmt.Printf("WARNING: %d migrations lost data the guest had fsync'ed\n", lost)
 	}
-	liveS, qemuMS := "n/a", "n/a"
+	liveS, qemuMS, liveVsBare := "n/a", "n/a", "n/a"
+	mbl := median(bareLive)
 	if len(live) > 0 {
-		liveS = fmt.Sprintf("%.3f", median(live).Seconds())
+		ml := median(live)
+		liveS = fmt.Sprintf("%.3f", ml.Seconds())
 		qemuMS = fmt.Sprint(median(qemu).Milliseconds())
+		liveVsBare = fmt.Sprintf("%.3f", ml.Seconds()/mbl.Seconds())
+		fmt.Printf("live migration: %.3fs against a bare QEMU live migration of %.3fs (ratio %s); target: at most 0.5 s: %s\n",
+			ml.Seconds(), mbl.Seconds(), liveVsBare, verdict(ml <= 500*time.Millisecond))
 	}
 	fields := []string{
 		kv("bare_boot_s", "%.2f", mb.Seconds()),
 		kv("cold_downtime_s", "%.2f", mc.Seconds()),
 		"live_downtime_s=" + liveS,
 		"qemu_downtime_ms=" + qemuMS,
+		kv("bare_live_downtime_s", "%.3f", mbl.Seconds()),
+		"live_vs_bare=" + liveVsBare,
+		kv("bare_live_qemu_ms", "%d", median(bareQEMU).Milliseconds()),
 		"move_bytes_1g=" + moves[0].bytesField(),
 		"move_bytes_4g=" + moves[1].bytesField(),
 		"move_s_1g=" + moves[0].secs(moves[0].took, "%.2f"),
@@ -304,8 +325,8 @@ func (m *move) once(ctx context.Context, c *e2e.Cluster, round, usedMiB int) (lo
 	if copyS >= 0 {
 		copyStr = fmt.Sprintf("%.2fs", copyS.Seconds())
 	}
-	fmt.Printf("round %d: move %s: took %.2fs (copy %s), downtime %.3fs (QEMU %dms, mode %s), copy sent %s, %s -> %s, lost writes %d; %s\n",
-		round, m.label, res.Took.Seconds(), copyStr, res.Downtime.Seconds(), res.QEMUDowntime.Milliseconds(), op.Mode,
+	fmt.Printf("round %d: move %s: took %.2fs (copy %s), downtime %.3fs from +%.2fs (QEMU %dms, mode %s), copy sent %s, %s -> %s, lost writes %d; %s\n",
+		round, m.label, res.Took.Seconds(), copyStr, res.Downtime.Seconds(), res.GapFrom.Seconds(), res.QEMUDowntime.Milliseconds(), op.Mode,
 		sentS, res.From, res.To, res.LostWrites, timeline(op))
 	if _, err := c.WaitProtected(ctx, m.instance, 3*time.Minute); err != nil {
 		return lost, fmt.Errorf("after move %s: %w\n%s", m.label, err, c.Diagnostics())

@@ -250,10 +250,9 @@ func (c *Cluster) watchMoves(ctx context.Context, node string, limit int, names 
 		mv := &res.Moves[i]
 		mv.Operations, mv.Requested = ops[i], start
 		all = append(all, ops[i]...)
-		var last DemoAnswer
-		mv.Downtime, mv.Answers, last = pollers[i].gaps(start)
-		mv.GapFrom = pollers[i].longestGapFrom(start).Sub(start)
-		mv.BootsAfter, mv.CounterAfter = last.Boots, last.Counter
+		g := pollers[i].gaps(start)
+		mv.Downtime, mv.Answers, mv.GapFrom = g.Longest, g.Answers, g.From.Sub(start)
+		mv.BootsAfter, mv.CounterAfter = g.Last.Boots, g.Last.Counter
 		now, err := c.Fill(ctx, ips[i], 0)
 		if err != nil {
 			return res, fmt.Errorf("e2e: %s: reading back the data written before the migrations: %w", name, err)
@@ -269,25 +268,6 @@ func (c *Cluster) watchMoves(ctx context.Context, node string, limit int, names 
 	}
 	res.MaxOverlap = maxOverlap(all)
 	return res, nil
-}
-
-// longestGapFrom is when the longest gap between answers from since on
-// began (as gaps measures them).
-func (p *poller) longestGapFrom(since time.Time) time.Time {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	prev, from := since, since
-	var longest time.Duration
-	for _, q := range p.log {
-		if q.at.Before(since) || !q.ok {
-			continue
-		}
-		if gap := q.at.Sub(prev); gap > longest {
-			longest, from = gap, prev
-		}
-		prev = q.at
-	}
-	return from
 }
 
 // maxOverlap is the most operations in flight at once, each from its start

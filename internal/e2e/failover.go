@@ -219,7 +219,7 @@ func (c *Cluster) RunFailover(ctx context.Context, name string, fault Fault) (Fa
 	mu.Lock()
 	res.DoubleRunning = double
 	mu.Unlock()
-	res.LongestGap, _, _ = pl.gaps(faultAt)
+	res.LongestGap = pl.gaps(faultAt).Longest
 
 	now, err := c.Fill(ctx, ip, 0)
 	if err != nil {

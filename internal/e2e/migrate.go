@@ -16,6 +16,10 @@ type MigrationResult struct {
 	// polls the guest every 50 ms, from the request to a few seconds after
 	// the operation ended.
 	Downtime time.Duration
+	// GapFrom is when that gap began, from the request: set against the
+	// operation's steps, it says which part of the migration the customer
+	// waited through.
+	GapFrom time.Duration
 	// QEMUDowntime is QEMU's own measure of the pause (live only).
 	QEMUDowntime time.Duration
 	// Took runs from the request to the end of the operation.
@@ -105,9 +109,9 @@ func (c *Cluster) RunMigration(ctx context.Context, name string, req api.Migrate
 	}
 	time.Sleep(2 * time.Second)
 	pl.end()
-	var lastAns DemoAnswer
-	res.Downtime, res.Answers, lastAns = pl.gaps(start)
-	res.BootsAfter, res.CounterAfter = lastAns.Boots, lastAns.Counter
+	g := pl.gaps(start)
+	res.Downtime, res.Answers, res.GapFrom = g.Longest, g.Answers, g.From.Sub(start)
+	res.BootsAfter, res.CounterAfter = g.Last.Boots, g.Last.Counter
 	if op.Mode == api.MigrateLive {
 		res.QEMUDowntime = time.Duration(op.DowntimeMS) * time.Millisecond // QEMU's own, for a live one
 	}

@@ -2,25 +2,33 @@ package e2e
 
 import (
 	"context"
+	"sort"
 	"sync"
 	"time"
 )
 
-// poll is one answer (or not) of the client's poller.
+// poll is one request of the client's poller: when it was sent, and when
+// its answer came (or it failed).
 type poll struct {
-	at  time.Time
-	ok  bool
-	ans DemoAnswer
+	sent time.Time
+	at   time.Time // when the answer (or the failure) came
+	ok   bool
+	ans  DemoAnswer
 }
 
 // poller is a client asking a demo guest's HTTP service at a fixed period,
 // recording every answer and every miss: what a customer saw during a
 // failover or a migration.
+//
+// A request goes out every period whether or not the ones before have
+// answered, as a load balancer's health checks or many customers do: a
+// client that waited for each timeout would ask only once per timeout
+// during an outage and measure it in steps of that timeout.
 type poller struct {
 	stop context.CancelFunc
 	wg   sync.WaitGroup
 	mu   sync.Mutex
-	log  []poll
+	log  []poll // in the order the answers came
 }
 
 // startPoller polls ip every period, each request given timeout, until
@@ -32,11 +40,16 @@ func (c *Cluster) startPoller(ctx context.Context, ip string, period, timeout ti
 		t := time.NewTicker(period)
 		defer t.Stop()
 		for pctx.Err() == nil {
-			at := time.Now()
-			ans, err := c.GetWithin(pctx, ip, timeout)
-			p.mu.Lock()
-			p.log = append(p.log, poll{at: at, ok: err == nil, ans: ans})
-			p.mu.Unlock()
+			sent := time.Now()
+			p.wg.Go(func() {
+				ans, err := c.GetWithin(pctx, ip, timeout)
+				if pctx.Err() != nil {
+					return // cut short by end: neither an answer nor a miss
+				}
+				p.mu.Lock()
+				p.log = append(p.log, poll{sent: sent, at: time.Now(), ok: err == nil, ans: ans})
+				p.mu.Unlock()
+			})
 			select {
 			case <-pctx.Done():
 			case <-t.C:
@@ -61,33 +74,52 @@ func (p *poller) end() {
 	p.wg.Wait()
 }
 
-// first returns the first answer at or after since that match accepts.
+// first returns the first answer to a request sent at or after since that
+// match accepts.
 func (p *poller) first(since time.Time, accept func(poll) bool) (poll, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, q := range p.log {
-		if q.ok && !q.at.Before(since) && accept(q) {
+		if q.ok && !q.sent.Before(since) && accept(q) {
 			return q, true
 		}
 	}
 	return poll{}, false
 }
 
-// gaps returns, over the answers from since on, the longest time between
-// two answers (counted from since), how many answers came, and the last.
-func (p *poller) gaps(since time.Time) (longest time.Duration, answers int, last DemoAnswer) {
+// gaps is longestGap over the poller's log.
+func (p *poller) gaps(since time.Time) gapStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	prev := since
-	for _, q := range p.log {
-		if q.at.Before(since) || !q.ok {
-			continue
+	return longestGap(p.log, since)
+}
+
+// gapStats is what a client saw from some moment on.
+type gapStats struct {
+	Longest time.Duration // the longest time without an answer
+	From    time.Time     // when that gap began
+	Answers int
+	Last    DemoAnswer // the latest answer
+}
+
+// longestGap returns, over the answers that came from since on, the
+// longest time between two answers (the first counted from since): the
+// time the customer went without one.
+func longestGap(log []poll, since time.Time) gapStats {
+	var ok []poll
+	for _, q := range log {
+		if q.ok && !q.at.Before(since) {
+			ok = append(ok, q)
 		}
-		answers++
-		if gap := q.at.Sub(prev); gap > longest {
-			longest = gap
-		}
-		prev, last = q.at, q.ans
 	}
-	return longest, answers, last
+	sort.SliceStable(ok, func(i, j int) bool { return ok[i].at.Before(ok[j].at) })
+	s := gapStats{From: since, Answers: len(ok)}
+	prev := since
+	for _, q := range ok {
+		if gap := q.at.Sub(prev); gap > s.Longest {
+			s.Longest, s.From = gap, prev
+		}
+		prev, s.Last = q.at, q.ans
+	}
+	return s
 }

@@ -538,6 +538,11 @@ func (c *Cluster) Network() netid.Network {
 	}
 }
 
+// SpareIP returns an address on the LAN that no host, client or instance
+// gets (the last one IPAM keeps reserved): for a guest outside ferry, such
+// as the benchmarks' bare QEMU baseline.
+func (c *Cluster) SpareIP() netip.Addr { return c.addr(firstVMOffset - 1) }
+
 // hasNamespace reports whether ns is one of the cluster's namespaces.
 func (c *Cluster) hasNamespace(ns string) bool {
 	return ns != "" && contains(c.Namespaces(), ns)

@@ -220,6 +220,7 @@ for i in range(a.n):
     time.sleep(a.resume_delay)
     tq.cmd("cont")
     tcont = time.time()
+    log(f"cont {i} at {tcont:.3f} (migrate at {tm:.3f})")
     if not a.no_announce:
         tq.cmd("announce-self", {"initial": 50, "max": 550, "rounds": 5, "step": 100})
     # quit source
