@@ -92,8 +92,20 @@ type DrainSpec struct {
 	// the drain keeps trying them.
 	Blocked map[string]string `json:"blocked,omitempty"`
 	// DrainedAt is when the controller first saw no instance with the
-	// node as primary (zero until then, and again if one comes back).
+	// node as primary (zero until then, and again if one comes back);
+	// with Replicas, also none with its replica there or still syncing
+	// one the drain moved.
 	DrainedAt time.Time `json:"drainedAt,omitempty"`
+	// Replicas moves the replicas the node holds to other hosts too, for
+	// a host that leaves for long or for good. Each new replica takes a
+	// full sync (sparse); until it is done the instance has no replica
+	// it can fail over to, as when a replica host is down. Without it
+	// the replicas stay: a short maintenance costs them only a resync of
+	// what changed meanwhile.
+	Replicas bool `json:"replicas,omitempty"`
+	// MovedReplicas lists the instances whose replica the drain moved
+	// off the node (it counts those still syncing against MaxConcurrent).
+	MovedReplicas []string `json:"movedReplicas,omitempty"`
 }
 
 // RestoreSpec is the work of an undrain with restore: migrate the
@@ -122,6 +134,12 @@ type DrainStatus struct {
 	// Restoring counts the instances a restore has still to move back
 	// (not counting those migrating).
 	Restoring int `json:"restoring,omitempty"`
+	// Replicas counts the instances whose replica is on the node (and
+	// whose primary is elsewhere).
+	Replicas int `json:"replicas,omitempty"`
+	// Resyncing counts the replicas a drain moved off the node that are
+	// not yet in sync on their new host.
+	Resyncing int `json:"resyncing,omitempty"`
 }
 
 // DrainRequest is the body of POST /v1/nodes/{name}/drain.
@@ -130,6 +148,8 @@ type DrainRequest struct {
 	Mode string `json:"mode,omitempty"`
 	// MaxConcurrent defaults to 2.
 	MaxConcurrent int `json:"maxConcurrent,omitempty"`
+	// Replicas moves the node's replicas elsewhere too (see DrainSpec).
+	Replicas bool `json:"replicas,omitempty"`
 }
 
 // UndrainRequest is the body of POST /v1/nodes/{name}/undrain.

@@ -554,7 +554,7 @@ func (f *fakeAPI) handler() http.Handler {
 		f.rv++
 		n.ResourceVersion = strconv.Itoa(f.rv)
 		n.Spec.Unschedulable = true
-		n.Spec.Drain = &api.DrainSpec{Mode: req.Mode, MaxConcurrent: req.MaxConcurrent, StartedAt: testNow}
+		n.Spec.Drain = &api.DrainSpec{Mode: req.Mode, MaxConcurrent: req.MaxConcurrent, StartedAt: testNow, Replicas: req.Replicas}
 		left := 0
 		for _, in := range f.instances {
 			if in.Status.Node == n.Name {
@@ -562,6 +562,13 @@ func (f *fakeAPI) handler() http.Handler {
 			}
 		}
 		n.Status.Drain = &api.DrainStatus{Remaining: left}
+		if req.Replicas {
+			for _, in := range f.instances {
+				if in.Status.ReplicaNode == n.Name && in.Status.Node != n.Name {
+					n.Status.Drain.Replicas++
+				}
+			}
+		}
 		writeJSON(w, 200, n)
 	})
 	mux.HandleFunc("POST /v1/nodes/{name}/undrain", func(w http.ResponseWriter, r *http.Request) {

@@ -345,8 +345,9 @@ migration past its switch completes; other operations cannot be cancelled.`,
 
 // drainFlags are the flags of `node drain`.
 type drainFlags struct {
-	mode string
-	max  int
+	mode     string
+	max      int
+	replicas bool
 	waitFlags
 }
 
@@ -359,24 +360,30 @@ func (a *app) newNodeDrainCmd() *cobra.Command {
 plane migrate each instance it runs to another host (to its replica's host),
 --max-concurrent at a time. An instance that cannot move yet (not running, its
 replica not in sync, no room) is shown with the reason and tried again. The
-node is drained once it runs no instance (it may still hold replicas).
+node is drained once it runs no instance. Its replicas stay unless
+--replicas: fine for a short maintenance (each only resyncs what changed
+while the host was away). For a host that leaves for long or for good,
+--replicas gives each replica to another host too; the new one takes a full
+sync, and until it is done the instance cannot fail over (as when its
+replica host is down).
 Undo with ferry node undrain NAME (--restore moves the instances back).
 
 With --wait it prints the progress until the node is drained.`,
-		Example: "  ferry node drain n1 --wait\n  ferry node drain n1 --mode cold --max-concurrent 4",
+		Example: "  ferry node drain n1 --wait\n  ferry node drain n1 --mode cold --max-concurrent 4\n  ferry node drain n1 --replicas --wait",
 		Args:    exactlyOneName("node"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.runDrain(cmd, args[0], f)
 		},
 	}
 	cmd.Flags().StringVar(&f.mode, "mode", api.MigrateLive, "how instances move: live or cold")
-	cmd.Flags().IntVar(&f.max, "max-concurrent", api.DefaultDrainConcurrency, "most migrations at once from or to the node")
+	cmd.Flags().IntVar(&f.max, "max-concurrent", api.DefaultDrainConcurrency, "most migrations (and replica syncs) at once from or to the node")
+	cmd.Flags().BoolVar(&f.replicas, "replicas", false, "move the replicas the node holds to other hosts too (each takes a full sync)")
 	f.waitFlags.bindFor(cmd, "wait until the node is drained, printing progress", 30*time.Minute)
 	return cmd
 }
 
 func (a *app) runDrain(cmd *cobra.Command, name string, f *drainFlags) error {
-	req := api.DrainRequest{Mode: f.mode, MaxConcurrent: f.max}
+	req := api.DrainRequest{Mode: f.mode, MaxConcurrent: f.max, Replicas: f.replicas}
 	if f.max < 1 || f.max > api.MaxDrainConcurrency {
 		return &flagError{flag: "--max-concurrent", msg: fmt.Sprintf("must be between 1 and %d, got %d", api.MaxDrainConcurrency, f.max)}
 	}
@@ -412,14 +419,22 @@ func (a *app) runDrain(cmd *cobra.Command, name string, f *drainFlags) error {
 	}
 	d := n.Spec.Drain
 	if f.wait {
-		fmt.Fprintf(a.stdout(), "node %q drained: the drain moved %d instances (%s)\n", name, len(d.Took), clean(dash(strings.Join(d.Took, ", "))))
+		msg := fmt.Sprintf("node %q drained: the drain moved %d instances (%s)", name, len(d.Took), dash(strings.Join(d.Took, ", ")))
+		if d.Replicas {
+			msg += fmt.Sprintf(" and %d replicas (%s)", len(d.MovedReplicas), dash(strings.Join(d.MovedReplicas, ", ")))
+		}
+		fmt.Fprintln(a.stdout(), clean(msg))
 		return nil
 	}
-	left := 0
+	var st api.DrainStatus
 	if n.Status.Drain != nil {
-		left = n.Status.Drain.Remaining
+		st = *n.Status.Drain
 	}
-	fmt.Fprintf(a.stdout(), "node %q draining: %d instances to move, %d at a time (%s)\n", name, left, d.MaxConcurrent, clean(d.Mode))
+	what := fmt.Sprintf("%d instances to move", st.Remaining)
+	if d.Replicas {
+		what += fmt.Sprintf(" and %d replicas", st.Replicas)
+	}
+	fmt.Fprintf(a.stdout(), "node %q draining: %s, %d at a time (%s)\n", name, what, d.MaxConcurrent, clean(d.Mode))
 	return nil
 }
 
@@ -544,6 +559,9 @@ func drainProgress(n *api.Node) string {
 		s = "drained"
 	case n.Spec.Drain != nil:
 		s = fmt.Sprintf("draining: %d left, %d migrating", st.Remaining, st.Migrating)
+		if n.Spec.Drain.Replicas {
+			s += fmt.Sprintf(", %d replicas left, %d syncing elsewhere", st.Replicas, st.Resyncing)
+		}
 		blocked = n.Spec.Drain.Blocked
 	case n.Spec.Restore != nil:
 		s = fmt.Sprintf("restoring: %d to move back, %d migrating", len(n.Spec.Restore.Instances), st.Migrating)

@@ -239,6 +239,30 @@ func TestDrainCommands(t *testing.T) {
 			wantOut:  []string{"4 at a time (cold)"},
 			wantBody: `{"mode":"cold","maxConcurrent":4}`, path: "/v1/nodes/n1/drain",
 		},
+		{
+			name:     "drain --replicas",
+			args:     []string{"node", "drain", "n1", "--replicas"},
+			wantOut:  []string{`node "n1" draining: 1 instances to move and 0 replicas, 2 at a time (live)` + "\n"},
+			wantBody: `{"mode":"live","maxConcurrent":2,"replicas":true}`, path: "/v1/nodes/n1/drain",
+		},
+		{
+			name: "drain --replicas --wait",
+			args: []string{"node", "drain", "n1", "--replicas", "--wait"},
+			setup: func(f *fakeAPI) {
+				n := *f.nodes["n1"]
+				n.Spec.Unschedulable = true
+				a, b := n, n
+				a.Spec.Drain = &api.DrainSpec{Mode: api.MigrateLive, MaxConcurrent: 2, StartedAt: testNow, Replicas: true,
+					Took: []string{"web-1"}, MovedReplicas: []string{"db"}}
+				a.Status.Drain = &api.DrainStatus{Replicas: 1, Resyncing: 1}
+				bd := *a.Spec.Drain
+				bd.DrainedAt = testNow
+				b.Spec.Drain, b.Status.Drain = &bd, &api.DrainStatus{Drained: true}
+				f.nodeScripts["n1"] = []api.Node{a, b}
+			},
+			wantOut:  []string{`node "n1" drained: the drain moved 1 instances (web-1) and 1 replicas (db)` + "\n"},
+			wantErrs: []string{"node/n1  draining: 0 left, 0 migrating, 1 replicas left, 1 syncing elsewhere\n", "node/n1  drained\n"},
+		},
 		{name: "bad --mode", args: []string{"node", "drain", "n1", "--mode", "hot"}, wantErr: "--mode: must be live or cold"},
 		{name: "bad --max-concurrent", args: []string{"node", "drain", "n1", "--max-concurrent", "0"}, wantErr: "--max-concurrent: must be between 1 and 64, got 0"},
 		{name: "missing node", args: []string{"node", "drain", "n9"}, wantErr: `node "n9" not found`},

@@ -122,9 +122,16 @@ func (a *app) printNode(n *api.Node) error {
 	d.add("Accelerator", n.Status.Accel)
 	d.add("Labels", api.FormatLabels(n.Spec.Labels))
 	if dr := n.Spec.Drain; dr != nil {
-		d.add("Drain", fmt.Sprintf("%s, %d at a time, since %s", dr.Mode, dr.MaxConcurrent, timestamp(now, dr.StartedAt)))
+		what := fmt.Sprintf("%s, %d at a time, since %s", dr.Mode, dr.MaxConcurrent, timestamp(now, dr.StartedAt))
+		if dr.Replicas {
+			what += "; the replicas move too"
+		}
+		d.add("Drain", what)
 		d.add("Drain progress", drainProgress(n))
 		d.add("Drain took", strings.Join(dr.Took, ", "))
+		if dr.Replicas {
+			d.add("Drain moved replicas", strings.Join(dr.MovedReplicas, ", "))
+		}
 	}
 	if r := n.Spec.Restore; r != nil {
 		d.add("Restore", fmt.Sprintf("%s, %d at a time, since %s; to move back: %s", r.Mode, r.MaxConcurrent, timestamp(now, r.StartedAt), strings.Join(r.Instances, ", ")))

@@ -20,6 +20,7 @@ import (
 // Took. An instance that cannot move now is listed in Blocked with the
 // reason (and gets an event when the reason is new), and tried again next
 // pass; one whose drain migration failed, after a backoff (drainBackoff).
+// A drain with Replicas moves the node's replicas too (drainReplicas).
 // `ferry node undrain --restore` records a RestoreSpec instead: the
 // instances of Took go back, the same way, and each stays listed until it
 // runs on the node again (a failed move back is retried, with the same
@@ -93,6 +94,7 @@ func cloneNodeSpec(s api.NodeSpec) api.NodeSpec {
 		d := *s.Drain
 		d.Took = slices.Clone(d.Took)
 		d.Blocked = maps.Clone(d.Blocked)
+		d.MovedReplicas = slices.Clone(d.MovedReplicas)
 		s.Drain = &d
 	}
 	if s.Restore != nil {
@@ -225,6 +227,15 @@ func (c *Controller) drainNode(ctx context.Context, v *MigrationView, n *api.Nod
 		d = n.Spec.Drain
 		slots--
 	}
+	replicasLeft := 0
+	if d.Replicas {
+		left, revs, err := c.drainReplicas(ctx, v, n, slots, blocked, now)
+		if err != nil {
+			return err
+		}
+		replicasLeft, evs = left, append(evs, revs...)
+		d = n.Spec.Drain
+	}
 	next := cloneNodeSpec(n.Spec)
 	nd := next.Drain
 	if len(blocked) == 0 {
@@ -233,11 +244,14 @@ func (c *Controller) drainNode(ctx context.Context, v *MigrationView, n *api.Nod
 	nd.Blocked = blocked
 	var ops []clientv3.Op
 	switch {
-	case remaining == 0 && migratingAt(v, n.Name) == 0 && nd.DrainedAt.IsZero():
+	case remaining == 0 && replicasLeft == 0 && migratingAt(v, n.Name) == 0 && nd.DrainedAt.IsZero():
 		nd.DrainedAt = now
-		ops = append(ops, c.s.EventOp(api.Event{Time: now, Kind: api.KindNode, Name: n.Name, Node: n.Name, Type: "NodeDrained",
-			Message: fmt.Sprintf("no instance runs on %s any more; the drain moved %d", n.Name, len(nd.Took))}))
-	case remaining > 0:
+		msg := fmt.Sprintf("no instance runs on %s any more; the drain moved %d", n.Name, len(nd.Took))
+		if nd.Replicas {
+			msg += fmt.Sprintf(", and %d replicas, now in sync on other hosts", len(nd.MovedReplicas))
+		}
+		ops = append(ops, c.s.EventOp(api.Event{Time: now, Kind: api.KindNode, Name: n.Name, Node: n.Name, Type: "NodeDrained", Message: msg}))
+	case remaining > 0 || replicasLeft > 0:
 		nd.DrainedAt = time.Time{}
 	}
 	if maps.Equal(nd.Blocked, d.Blocked) && nd.DrainedAt.Equal(d.DrainedAt) && len(evs) == 0 {

@@ -576,3 +576,98 @@ func TestRestoreRetriesFailedMove(t *testing.T) {
 		t.Fatalf("i1 on %s", in.Status.Node)
 	}
 }
+
+// TestDrainMovesReplicas drains, with Replicas, a node that runs one
+// instance and holds the replicas of two others: the primary moves, each
+// replica goes to the host the scheduler picks (outdated, under a raised
+// epoch, one transaction with the node record), no more than the drain's
+// limit at once counting those still syncing, and the node ends Drained
+// only once every moved replica is in sync.
+func TestDrainMovesReplicas(t *testing.T) {
+	e := newMigEnv(t, "a", "b", "c")
+	e.running("i1", "a", "b")
+	e.running("i2", "c", "b")
+	e.running("i3", "b", "a")
+	e.update(e.node("b"), func(s *api.NodeSpec) {
+		s.Unschedulable = true
+		s.Drain = &api.DrainSpec{Mode: api.MigrateLive, MaxConcurrent: 2, StartedAt: e.now, Replicas: true}
+	})
+	synced := func(name string) {
+		t.Helper()
+		in := e.inst(name)
+		in.Status.ReplicaOutdated = false
+		in.Status.Disk = &api.DiskStatus{State: api.DiskUpToDate, Epoch: in.Status.Epoch}
+		if err := e.s.Instances.Update(e.ctx, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	e.pass()
+	// One slot for i3's migration, one for i1's replica (by name).
+	if got := e.inFlight(); !reflect.DeepEqual(got, []string{"i3"}) {
+		t.Fatalf("in flight: %v, want i3", got)
+	}
+	i1 := e.inst("i1")
+	if i1.Status.ReplicaNode != "c" || !i1.Status.ReplicaOutdated || i1.Status.Epoch != 2 || i1.Status.Node != "a" {
+		t.Fatalf("i1 after the first pass: node %s replica %s outdated %v epoch %d, want replica c, outdated, epoch 2",
+			i1.Status.Node, i1.Status.ReplicaNode, i1.Status.ReplicaOutdated, i1.Status.Epoch)
+	}
+	if i2 := e.inst("i2"); i2.Status.ReplicaNode != "b" {
+		t.Fatalf("i2's replica moved to %s beyond the limit", i2.Status.ReplicaNode)
+	}
+	b := e.node("b")
+	if !reflect.DeepEqual(b.Spec.Drain.MovedReplicas, []string{"i1"}) || e.eventCount("ReplicaMoved") != 1 {
+		t.Fatalf("moved %v, %d ReplicaMoved events", b.Spec.Drain.MovedReplicas, e.eventCount("ReplicaMoved"))
+	}
+	if st := NodeDrainStatus(b, e.list()); st == nil || st.Remaining != 1 || st.Replicas != 1 || st.Resyncing != 1 || st.Drained {
+		t.Fatalf("drain status %+v", st)
+	}
+
+	e.complete("i3") // now on a, its replica on b (the old source)
+	e.pass()
+	// i1 still syncing holds a slot: only one more move.
+	if got := e.node("b").Spec.Drain.MovedReplicas; len(got) != 2 {
+		t.Fatalf("moved %v, want a second one in the free slot", got)
+	}
+	synced("i1")
+	e.pass()
+	for name, want := range map[string]string{"i1": "c", "i2": "a", "i3": "c"} {
+		if in := e.inst(name); in.Status.ReplicaNode != want || in.Status.Node == "b" {
+			t.Fatalf("%s on %s with its replica on %s, want the replica on %s", name, in.Status.Node, in.Status.ReplicaNode, want)
+		}
+	}
+	if b := e.node("b"); !b.Spec.Drain.DrainedAt.IsZero() || e.eventCount("NodeDrained") != 0 {
+		t.Fatal("drained while replicas are still syncing")
+	}
+	synced("i2")
+	synced("i3")
+	e.pass()
+	b = e.node("b")
+	st := NodeDrainStatus(b, e.list())
+	if st == nil || !st.Drained || st.Replicas != 0 || st.Resyncing != 0 || b.Spec.Drain.DrainedAt.IsZero() || e.eventCount("NodeDrained") != 1 {
+		t.Fatalf("after the drain: status %+v, spec %+v, %d NodeDrained", st, b.Spec.Drain, e.eventCount("NodeDrained"))
+	}
+}
+
+// TestDrainReplicaNowhereToGo: with no third host, a replica cannot move;
+// it is blocked with the reason and the drain does not end.
+func TestDrainReplicaNowhereToGo(t *testing.T) {
+	e := newMigEnv(t, "a", "b")
+	e.running("i1", "a", "b")
+	e.update(e.node("b"), func(s *api.NodeSpec) {
+		s.Unschedulable = true
+		s.Drain = &api.DrainSpec{Mode: api.MigrateLive, MaxConcurrent: 2, StartedAt: e.now, Replicas: true}
+	})
+	e.pass()
+	e.pass()
+	b := e.node("b")
+	if why := b.Spec.Drain.Blocked["i1"]; !strings.Contains(why, "no other host can take its replica") {
+		t.Fatalf("blocked %v", b.Spec.Drain.Blocked)
+	}
+	if in := e.inst("i1"); in.Status.ReplicaNode != "b" || in.Status.ReplicaOutdated || in.Status.Epoch != 1 {
+		t.Fatalf("i1 changed: replica %s outdated %v epoch %d", in.Status.ReplicaNode, in.Status.ReplicaOutdated, in.Status.Epoch)
+	}
+	if !b.Spec.Drain.DrainedAt.IsZero() || e.eventCount("DrainBlocked") != 1 {
+		t.Fatalf("drained at %v, %d DrainBlocked events", b.Spec.Drain.DrainedAt, e.eventCount("DrainBlocked"))
+	}
+}

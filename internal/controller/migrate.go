@@ -654,18 +654,27 @@ func NodeDrainStatus(n *api.Node, insts []*api.Instance) *api.DrainStatus {
 // one pass over the instances.
 type DrainIndex struct {
 	primaries map[string]int
+	replicas  map[string]int // node -> replicas it holds of instances running elsewhere
 	migrating map[string]int
 	node      map[string]string // instance -> its node
 	target    map[string]string // instance -> where it migrates to
+	syncing   map[string]string // instance -> its replica's host, while that is outdated
 }
 
 // NewDrainIndex indexes insts.
 func NewDrainIndex(insts []*api.Instance) *DrainIndex {
-	x := &DrainIndex{primaries: map[string]int{}, migrating: map[string]int{}, node: make(map[string]string, len(insts)), target: map[string]string{}}
+	x := &DrainIndex{primaries: map[string]int{}, replicas: map[string]int{}, migrating: map[string]int{},
+		node: make(map[string]string, len(insts)), target: map[string]string{}, syncing: map[string]string{}}
 	for _, in := range insts {
 		x.node[in.Name] = in.Status.Node
 		if in.Status.Node != "" {
 			x.primaries[in.Status.Node]++
+		}
+		if r := in.Status.ReplicaNode; r != "" && r != in.Status.Node {
+			x.replicas[r]++
+			if in.Status.ReplicaOutdated {
+				x.syncing[in.Name] = r
+			}
 		}
 		if m := in.Status.Migration; m != nil {
 			x.target[in.Name] = m.Target
@@ -689,11 +698,27 @@ func (x *DrainIndex) Status(n *api.Node) *api.DrainStatus {
 			}
 		}
 	}
+	if d := n.Spec.Drain; d != nil && d.Replicas {
+		st.Replicas = x.replicas[n.Name]
+		st.Resyncing = x.resyncing(n.Name, d.MovedReplicas)
+	}
 	if n.Spec.Drain == nil && n.Spec.Restore == nil && st.Migrating == 0 {
 		return nil
 	}
-	st.Drained = n.Spec.Drain != nil && st.Remaining == 0
+	st.Drained = n.Spec.Drain != nil && st.Remaining == 0 && st.Replicas == 0 && st.Resyncing == 0
 	return st
+}
+
+// resyncing counts the instances of moved whose replica, moved off node,
+// is still outdated on its new host.
+func (x *DrainIndex) resyncing(node string, moved []string) int {
+	k := 0
+	for _, name := range moved {
+		if r, ok := x.syncing[name]; ok && r != node {
+			k++
+		}
+	}
+	return k
 }
 
 // sortedByName returns insts sorted by name.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/ferrycluster/ferry/internal/api"
 	"github.com/ferrycluster/ferry/internal/controller"
@@ -34,7 +35,7 @@ func (s *Server) drainNode(w http.ResponseWriter, r *http.Request) {
 	now := s.cfg.Now().UTC()
 	n, err := s.store.Nodes.Modify(ctx, name, func(n *api.Node) ([]clientv3.Op, error) {
 		d := n.Spec.Drain
-		if d != nil && n.Spec.Unschedulable && n.Spec.Restore == nil && d.Mode == req.Mode && d.MaxConcurrent == req.MaxConcurrent {
+		if d != nil && n.Spec.Unschedulable && n.Spec.Restore == nil && d.Mode == req.Mode && d.MaxConcurrent == req.MaxConcurrent && d.Replicas == req.Replicas {
 			return nil, store.ErrUnchanged
 		}
 		if d == nil {
@@ -43,9 +44,16 @@ func (s *Server) drainNode(w http.ResponseWriter, r *http.Request) {
 			cp := *d
 			d = &cp
 		}
-		d.Mode, d.MaxConcurrent = req.Mode, req.MaxConcurrent
+		d.Mode, d.MaxConcurrent, d.Replicas = req.Mode, req.MaxConcurrent, req.Replicas
+		if d.Replicas {
+			d.DrainedAt = time.Time{} // the replicas are work left
+		}
 		n.Spec.Drain, n.Spec.Unschedulable, n.Spec.Restore = d, true, nil
-		return []clientv3.Op{s.nodeEvent(name, "NodeDrain", fmt.Sprintf("drain requested by %s: %s migrations, %d at a time", user, req.Mode, req.MaxConcurrent))}, nil
+		msg := fmt.Sprintf("drain requested by %s: %s migrations, %d at a time", user, req.Mode, req.MaxConcurrent)
+		if d.Replicas {
+			msg += "; the replicas it holds move too"
+		}
+		return []clientv3.Op{s.nodeEvent(name, "NodeDrain", msg)}, nil
 	})
 	if err != nil {
 		s.storeError(w, "node", name, err)

@@ -973,3 +973,29 @@ func TestDrainNode(t *testing.T) {
 		t.Fatalf("events %v", evs)
 	}
 }
+
+// TestDrainNodeReplicas: a drain with replicas records it, and says so in
+// its event; draining again without it is a change, not a no-op.
+func TestDrainNodeReplicas(t *testing.T) {
+	e := newMigEnv(t, "n1", "n2")
+	var n api.Node
+	if code := e.ts.do("POST", "/v1/nodes/n1/drain", api.DrainRequest{Replicas: true}, &n); code != 200 {
+		t.Fatalf("drain = %d", code)
+	}
+	if d := n.Spec.Drain; d == nil || !d.Replicas || n.Status.Drain == nil {
+		t.Fatalf("drain %+v status %+v, want replicas", n.Spec.Drain, n.Status.Drain)
+	}
+	var evs api.List[api.Event]
+	e.ts.do("GET", "/v1/events", nil, &evs)
+	found := false
+	for _, ev := range evs.Items {
+		found = found || (ev.Type == "NodeDrain" && strings.Contains(ev.Message, "the replicas it holds move too"))
+	}
+	if !found {
+		t.Errorf("no NodeDrain event naming the replicas in %+v", evs.Items)
+	}
+	n = api.Node{}
+	if code := e.ts.do("POST", "/v1/nodes/n1/drain", api.DrainRequest{}, &n); code != 200 || n.Spec.Drain == nil || n.Spec.Drain.Replicas {
+		t.Fatalf("drain again without replicas = %d, drain %+v", code, n.Spec.Drain)
+	}
+}

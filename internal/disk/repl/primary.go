@@ -711,6 +711,22 @@ func (p *Primary) peerLost(l *plink, cause error) {
 	go p.decide()
 }
 
+// DropLink cuts the link to the peer as if it had been lost, with cause:
+// the primary freezes and asks the control plane through OnPeerLost, as on
+// any loss. The control plane calls for it when it gives the replica to
+// another host: the old peer must stop counting as the replica before the
+// new one can link. It reports whether there was a link to cut.
+func (p *Primary) DropLink(cause error) bool {
+	p.mu.Lock()
+	l := p.link
+	p.mu.Unlock()
+	if l == nil {
+		return false
+	}
+	p.peerLost(l, cause)
+	return true
+}
+
 // decide asks the control plane, through OnPeerLost, whether to continue
 // degraded. It is not waited for by Close: a hung callback must not block
 // shutdown, and its ctx is cancelled.

@@ -727,3 +727,39 @@ func TestSecondaryRejectsOutOfBounds(t *testing.T) {
 		t.Errorf("secondary image size after a bad frame = %v, %v; want unchanged", fi.Size(), err)
 	}
 }
+
+// TestDropLinkMovesToNewReplica: the control plane gives the replica to
+// another host; the primary cuts its link, asks, writes alone under the
+// new epoch, then fills the new, empty replica with a full sync.
+func TestDropLinkMovesToNewReplica(t *testing.T) {
+	t.Parallel()
+	p := newPair(t, pairOpts{size: 4 << 20})
+	p.connectFresh()
+	if _, err := p.prim.WriteAt(bytes.Repeat([]byte{'a'}, 8192), 0); err != nil {
+		t.Fatal(err)
+	}
+	if !p.prim.DropLink(errors.New("replica moved")) {
+		t.Fatal("DropLink = false on a linked primary")
+	}
+	call := p.awaitLost()
+	if st := p.prim.Status(); st.State != StateFrozen {
+		t.Errorf("after DropLink state %s, want %s until the control plane decides", st.State, StateFrozen)
+	}
+	call.reply <- Decision{PeerOutdated: true, Epoch: 2}
+	p.awaitReason("degraded")
+	if p.prim.DropLink(errors.New("again")) {
+		t.Error("DropLink = true with no link")
+	}
+	if _, err := p.prim.WriteAt(bytes.Repeat([]byte{'b'}, 4096), 1<<20); err != nil {
+		t.Fatalf("write after the decision: %v", err)
+	}
+	// The new replica: an empty image on "another host", at the new epoch.
+	p.spath = newImage(t, t.TempDir(), "new.img", p.size)
+	p.sback = openBackend(t, p.spath)
+	p.openSecondary(2)
+	p.mustConnect()
+	if pr := p.waitSynced(); pr.SentBytes == 0 {
+		t.Error("the new replica got no data")
+	}
+	sameContents(t, p.ppath, p.spath)
+}
