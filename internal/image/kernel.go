@@ -130,10 +130,12 @@ func decompressPayload(ctx context.Context, payload *io.SectionReader, w io.Writ
 			return fmt.Errorf("%w: gzip: %w", ErrCannotUnpack, err)
 		}
 		zr.Multistream(false)
-		if _, err := io.Copy(w, zr); err != nil {
-			return fmt.Errorf("gunzip: %w", err)
-		}
-		return nil
+		return runYielding(func() error {
+			if _, err := io.Copy(w, zr); err != nil {
+				return fmt.Errorf("gunzip: %w", err)
+			}
+			return nil
+		})
 	case bytes.Equal(magic, []byte{0xfd, '7', 'z', 'X', 'Z', 0}):
 		return decompressTool(ctx, "xz", []string{"-dc", "--single-stream"}, payload, w)
 	case bytes.HasPrefix(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
@@ -151,7 +153,12 @@ func decompressTool(ctx context.Context, tool string, args []string, r io.Reader
 	var stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = r, w, &stderr
-	if err := cmd.Run(); err != nil {
+	err = cmd.Start()
+	if err == nil {
+		yieldCPU(cmd.Process.Pid) // background work beside running guests
+		err = cmd.Wait()
+	}
+	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
