@@ -304,10 +304,16 @@ func (c *Cluster) Get(ctx context.Context, ip string) (DemoAnswer, error) {
 // GetWithin is Get with its own timeout: a short one polls finely while a
 // guest boots (a connect to an address nobody answers yet waits for ARP).
 func (c *Cluster) GetWithin(ctx context.Context, ip string, d time.Duration) (DemoAnswer, error) {
-	ctx, cancel := context.WithTimeout(ctx, d)
+	return c.getDial(ctx, ip, d, 0)
+}
+
+// getDial asks the demo guest at ip within total, giving up after dial if
+// no connection is made by then (0: total bounds that too).
+func (c *Cluster) getDial(ctx context.Context, ip string, total, dial time.Duration) (DemoAnswer, error) {
+	ctx, cancel := context.WithTimeout(ctx, total)
 	defer cancel()
 	var a DemoAnswer
-	if err := c.getJSON(ctx, "http://"+ip+"/", &a); err != nil {
+	if err := c.getJSONDial(ctx, "http://"+ip+"/", &a, dial); err != nil {
 		return DemoAnswer{}, err
 	}
 	return a, nil
@@ -316,7 +322,11 @@ func (c *Cluster) GetWithin(ctx context.Context, ip string, d time.Duration) (De
 // getJSON GETs url from the client namespace (or the root leg) and decodes
 // a 200 answer's JSON into out.
 func (c *Cluster) getJSON(ctx context.Context, url string, out any) error {
-	code, body, err := c.Hosts.HTTPGet(ctx, c.Hosts.ClientNS(), url)
+	return c.getJSONDial(ctx, url, out, 0)
+}
+
+func (c *Cluster) getJSONDial(ctx context.Context, url string, out any, dial time.Duration) error {
+	code, body, err := c.Hosts.HTTPGetDial(ctx, c.Hosts.ClientNS(), url, dial)
 	if err != nil {
 		return err
 	}

@@ -20,10 +20,15 @@ type poll struct {
 // recording every answer and every miss: what a customer saw during a
 // failover or a migration.
 //
-// A request goes out every period whether or not the ones before have
-// answered, as a load balancer's health checks or many customers do: a
-// client that waited for each timeout would ask only once per timeout
-// during an outage and measure it in steps of that timeout.
+// A request goes out every period while fewer than pollInFlight are
+// unanswered: a client that waited for each one would ask only once per
+// timeout during an outage and measure it in steps of that timeout, and
+// one that never waited would load a guest that is slow (booting, short
+// of CPU) with ever more requests (each a fork and a shell in the demo
+// guest) until none is answered in time. A request gives up after the
+// poller's timeout if no connection is made (the guest is not reachable),
+// and waits up to pollAnswerTimeout for the answer of a guest that
+// accepted it: a late answer still counts, when it comes.
 type poller struct {
 	stop context.CancelFunc
 	wg   sync.WaitGroup
@@ -31,25 +36,39 @@ type poller struct {
 	log  []poll // in the order the answers came
 }
 
-// startPoller polls ip every period, each request given timeout, until
-// end; it returns once the first answer came (or fails after 5 s).
+// pollInFlight bounds the poller's unanswered requests; pollAnswerTimeout
+// is how long a request that got a connection waits for its answer.
+const (
+	pollInFlight      = 2
+	pollAnswerTimeout = 2 * time.Second
+)
+
+// startPoller polls ip every period, each request given timeout to
+// connect, until end; it returns once the first answer came (or fails
+// after 5 s).
 func (c *Cluster) startPoller(ctx context.Context, ip string, period, timeout time.Duration) (*poller, error) {
 	pctx, stop := context.WithCancel(ctx)
 	p := &poller{stop: stop}
+	slots := make(chan struct{}, pollInFlight)
 	p.wg.Go(func() {
 		t := time.NewTicker(period)
 		defer t.Stop()
 		for pctx.Err() == nil {
-			sent := time.Now()
-			p.wg.Go(func() {
-				ans, err := c.GetWithin(pctx, ip, timeout)
-				if pctx.Err() != nil {
-					return // cut short by end: neither an answer nor a miss
-				}
-				p.mu.Lock()
-				p.log = append(p.log, poll{sent: sent, at: time.Now(), ok: err == nil, ans: ans})
-				p.mu.Unlock()
-			})
+			select {
+			case slots <- struct{}{}:
+				sent := time.Now()
+				p.wg.Go(func() {
+					defer func() { <-slots }()
+					ans, err := c.getDial(pctx, ip, max(timeout, pollAnswerTimeout), timeout)
+					if pctx.Err() != nil {
+						return // cut short by end: neither an answer nor a miss
+					}
+					p.mu.Lock()
+					p.log = append(p.log, poll{sent: sent, at: time.Now(), ok: err == nil, ans: ans})
+					p.mu.Unlock()
+				})
+			default: // as many unanswered as allowed: skip this tick
+			}
 			select {
 			case <-pctx.Done():
 			case <-t.C:

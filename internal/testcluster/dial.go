@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"runtime"
+	"time"
 
 	"github.com/vishvananda/netns"
 )
@@ -134,10 +135,22 @@ func dialIn(ctx context.Context, nsPath, network, address string) (net.Conn, err
 // allowed) on a fresh connection, and returns the status code and body (at
 // most 16 MiB). Proxies from the environment are ignored.
 func (c *Cluster) HTTPGet(ctx context.Context, fromNS, url string) (status int, body []byte, err error) {
+	return c.HTTPGetDial(ctx, fromNS, url, 0)
+}
+
+// HTTPGetDial is HTTPGet with the connection's set-up bounded by dial (0:
+// by ctx only): a client can give up quickly on a host that does not
+// answer while still waiting for one that answers slowly.
+func (c *Cluster) HTTPGetDial(ctx context.Context, fromNS, url string, dial time.Duration) (status int, body []byte, err error) {
 	tr := &http.Transport{
 		Proxy:             nil,
 		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if dial > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, dial)
+				defer cancel()
+			}
 			return c.DialContext(ctx, fromNS, network, addr)
 		},
 	}
