@@ -425,7 +425,7 @@ func (w *worker) reconcileSecondary(ctx context.Context, inst *api.Instance, pee
 		w.bootWarm = true
 		dir := filepath.Join(w.a.vmDir(w.name), "boot")
 		if err := os.MkdirAll(dir, stateDirMod); err == nil {
-			if _, _, err := image.ExtractBoot(ctx, w.a.diskPath(inst), dir); err != nil {
+			if _, _, err := image.PreExtractBoot(ctx, w.a.diskPath(inst), dir); err != nil {
 				w.log.Debug("pre-extracting boot files on the replica", "err", err)
 			}
 		}

@@ -35,6 +35,18 @@ var (
 	initrdPaths = []string{InitrdPath, "/initrd.img"}
 )
 
+// PreExtractBoot is ExtractBoot at the lowest CPU priority, for work done
+// ahead of need (a replica host readying the boot files of a guest that
+// may fail over to it) beside guests that are running.
+func PreExtractBoot(ctx context.Context, imagePath, outDir string) (kernelPath, initrdPath string, err error) {
+	err = runYielding(func() error {
+		var e error
+		kernelPath, initrdPath, e = ExtractBoot(ctx, imagePath, outDir)
+		return e
+	})
+	return kernelPath, initrdPath, err
+}
+
 // ExtractBoot copies the kernel (KernelPath) and initramfs (InitrdPath) out
 // of the ext4 image at imagePath into outDir, as outDir/vmlinuz and
 // outDir/initrd.img, without mounting the image (it runs debugfs), and

@@ -2,6 +2,8 @@ package image
 
 import (
 	"os/exec"
+	"strconv"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -21,11 +23,22 @@ func niceOf(t *testing.T, id int) int {
 func TestRunYielding(t *testing.T) {
 	before := niceOf(t, 0)
 	var inside int
-	if err := runYielding(func() error { inside = niceOf(t, unix.Gettid()); return nil }); err != nil {
+	var child string
+	err := runYielding(func() error {
+		inside = niceOf(t, unix.Gettid())
+		// A process started from there (debugfs, xz) inherits it.
+		out, err := exec.Command("sh", "-c", "cut -d' ' -f19 /proc/self/stat").Output()
+		child = strings.TrimSpace(string(out))
+		return err
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	if inside != backgroundNice {
 		t.Errorf("nice inside runYielding = %d, want %d", inside, backgroundNice)
+	}
+	if child != strconv.Itoa(backgroundNice) {
+		t.Errorf("nice of a process started inside runYielding = %q, want %d", child, backgroundNice)
 	}
 	// The niced thread ended with its goroutine: others keep theirs.
 	for range 20 {
