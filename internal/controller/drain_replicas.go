@@ -45,14 +45,12 @@ func (c *Controller) drainReplicas(ctx context.Context, v *MigrationView, n *api
 	left = syncing
 	var cluster *scheduler.Cluster
 	for _, in := range sortedByName(v.Instances) {
-		if in.Status.ReplicaNode != n.Name || in.Status.Node == n.Name || in.Status.Node == "" || in.Status.Deleting {
+		if !holdsReplica(in, n.Name) {
 			continue
 		}
 		left++
 		why := ""
 		switch {
-		case in.Spec.SharedPath() != "":
-			continue // shared storage: no ferry replica (and ReplicaNode is "")
 		case in.Status.Migration != nil:
 			why = "its migration is in flight; its replica moves once it has ended"
 		case !v.Alive[in.Status.Node]:
@@ -99,6 +97,14 @@ func (c *Controller) drainReplicas(ctx context.Context, v *MigrationView, n *api
 		}
 	}
 	return left, evs, nil
+}
+
+// holdsReplica reports whether node holds the replica of in, an instance
+// running elsewhere that is not being deleted (what a drain with Replicas
+// moves, and what its status counts).
+func holdsReplica(in *api.Instance, node string) bool {
+	return in.Status.ReplicaNode == node && in.Status.Node != node && in.Status.Node != "" &&
+		!in.Status.Deleting && in.Spec.SharedPath() == ""
 }
 
 // moveReplica gives in's replica to host to, in one transaction with the

@@ -670,7 +670,7 @@ func NewDrainIndex(insts []*api.Instance) *DrainIndex {
 		if in.Status.Node != "" {
 			x.primaries[in.Status.Node]++
 		}
-		if r := in.Status.ReplicaNode; r != "" && r != in.Status.Node {
+		if r := in.Status.ReplicaNode; r != "" && holdsReplica(in, r) {
 			x.replicas[r]++
 			if in.Status.ReplicaOutdated {
 				x.syncing[in.Name] = r
