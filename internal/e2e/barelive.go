@@ -55,7 +55,7 @@ func (d *DemoCluster) BareLiveMigration(ctx context.Context) (BareLiveResult, er
 	prefix := d.Hosts.Subnet().Bits()
 	gw := d.Hosts.Network().Gateway
 	bare := &bareVM{d: d, disk: disk, ip: ip,
-		append: image.BootArgs("bare", ip+"/"+strconv.Itoa(prefix), gw)}
+		cmdline: image.BootArgs("bare", ip+"/"+strconv.Itoa(prefix), gw)}
 
 	from, err := bare.start(ctx, src, filepath.Join(dir, "src"), "")
 	if err != nil {
@@ -142,7 +142,7 @@ func (d *DemoCluster) BareLiveMigration(ctx context.Context) (BareLiveResult, er
 type bareVM struct {
 	d        *DemoCluster
 	disk, ip string
-	append   string
+	cmdline  string
 }
 
 // bareMAC is the bare guest's MAC address (locally administered).
@@ -166,6 +166,8 @@ func (b *bareVM) start(ctx context.Context, h *testcluster.Host, dir, incoming s
 		return nil, err
 	}
 	ns := h.Namespace
+	// A tap left by an interrupted run would make the add fail.
+	_, _ = b.d.Hosts.Exec(ctx, ns, "ip", "link", "del", bareTap)
 	for _, args := range [][]string{
 		{"ip", "tuntap", "add", "dev", bareTap, "mode", "tap", "vnet_hdr"},
 		{"ip", "link", "set", bareTap, "master", h.Bridge},
@@ -178,7 +180,7 @@ func (b *bareVM) start(ctx context.Context, h *testcluster.Host, dir, incoming s
 	q := &bareQEMU{host: h, dir: dir}
 	args := []string{"-nodefaults", "-no-user-config", "-display", "none", "-vga", "none",
 		"-machine", "pc", "-accel", "tcg", "-m", "256", "-smp", "1",
-		"-kernel", b.d.Kernel, "-initrd", b.d.Initrd, "-append", b.append,
+		"-kernel", b.d.Kernel, "-initrd", b.d.Initrd, "-append", b.cmdline,
 		"-drive", "file=" + b.disk + ",format=raw,if=virtio,cache=writeback",
 		"-netdev", "tap,id=n0,ifname=" + bareTap + ",script=no,downscript=no",
 		"-device", "virtio-net-pci,netdev=n0,romfile=,mac=" + bareMAC,
