@@ -346,6 +346,14 @@ func TestCluster(t *testing.T) {
 		if err := leftover.Start(); err != nil { // untracked on purpose
 			t.Fatal(err)
 		}
+		// Untracked, it is found through /proc only once it is in h1: `ip
+		// netns exec` opens the namespace before it enters it, and one
+		// deleted in between keeps it alive, out of Close's reach (CI hung
+		// here on a loaded machine).
+		eventually(t, 5*time.Second, "the leftover should enter h1", func() bool {
+			pids, err := h1.Pids()
+			return err == nil && containsInt(pids, leftover.Process.Pid)
+		})
 		if err := c.Close(); err != nil {
 			t.Fatalf("Close: %v", err)
 		}
