@@ -186,17 +186,16 @@ func (w *worker) ensurePrimary(inst *api.Instance, peer *api.Peer) (string, erro
 	a.mu.Unlock()
 	if d != nil && d.role == api.RolePrimary {
 		if peer != nil {
-			if was := d.getPeer().Node; was != "" && was != peer.Node && d.prim != nil {
-				// The control plane gave the replica to another host (a
-				// drain moving replicas): the old one must stop counting
-				// before the new one links, which the loss of the link
-				// does, through the control plane as for any loss.
-				d.setPeer(*peer)
-				if d.prim.DropLink(fmt.Errorf("the replica moved from %s to %s", was, peer.Node)) {
-					d.log.Info("replica moved; dropped the link to the old one", "from", was, "to", peer.Node)
-				}
-			}
+			was := d.getPeer().Node
 			d.setPeer(*peer)
+			// The control plane gave the replica to another host (a drain
+			// moving replicas): the old one must stop counting before the
+			// new one links, which the loss of the link does, through the
+			// control plane as for any loss.
+			if was != "" && was != peer.Node && d.prim != nil &&
+				d.prim.DropLink(fmt.Errorf("the replica moved from %s to %s", was, peer.Node)) {
+				d.log.Info("replica moved; dropped the link to the old one", "from", was, "to", peer.Node)
+			}
 		}
 		d.setAssignment(inst)
 		return d.sock, nil

@@ -35,12 +35,8 @@ import (
 // (the work left) and the events to record.
 func (c *Controller) drainReplicas(ctx context.Context, v *MigrationView, n *api.Node, slots int, blocked map[string]string, now time.Time) (left int, evs []api.Event, err error) {
 	d := n.Spec.Drain
-	syncing := 0
-	for _, in := range v.Instances {
-		if slices.Contains(d.MovedReplicas, in.Name) && in.Status.ReplicaOutdated && in.Status.ReplicaNode != n.Name && in.Status.ReplicaNode != "" {
-			syncing++
-		}
-	}
+	// Counted as the drain's status counts them.
+	syncing := NewDrainIndex(v.Instances).resyncing(n.Name, d.MovedReplicas)
 	slots -= syncing
 	left = syncing
 	var cluster *scheduler.Cluster

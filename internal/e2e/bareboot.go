@@ -14,6 +14,16 @@ import (
 	"github.com/ferrycluster/ferry/internal/image"
 )
 
+// bareMachineArgs is the plain QEMU command line of the benchmarks' bare
+// references (boot and live migration) without its NIC and console: the
+// same machine, accelerator, memory, CPUs, boot files and disk for both.
+func bareMachineArgs(kernel, initrd, cmdline, disk string) []string {
+	return []string{"-nodefaults", "-no-user-config", "-display", "none", "-vga", "none",
+		"-machine", "pc", "-accel", "tcg", "-m", "256", "-smp", "1",
+		"-kernel", kernel, "-initrd", initrd, "-append", cmdline,
+		"-drive", "file=" + disk + ",format=raw,if=virtio"}
+}
+
 // BareBoot boots a copy of the demo image img with a plain QEMU command
 // line (TCG, user-mode networking forwarding a loopback port to the
 // guest's port 80) and returns the time until its HTTP service answers:
@@ -33,14 +43,10 @@ func BareBoot(ctx context.Context, img, kernel, initrd, dir string) (time.Durati
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	args := []string{"-nodefaults", "-no-user-config", "-display", "none", "-vga", "none",
-		"-machine", "pc", "-accel", "tcg", "-m", "256", "-smp", "1",
-		"-kernel", kernel, "-initrd", initrd,
-		"-append", image.BootArgs("bench", "10.0.2.15/24", "10.0.2.2"),
-		"-drive", "file=" + disk + ",format=raw,if=virtio",
-		"-netdev", "user,id=n0,hostfwd=tcp:127.0.0.1:" + strconv.Itoa(port) + "-:80",
+	args := append(bareMachineArgs(kernel, initrd, image.BootArgs("bench", "10.0.2.15/24", "10.0.2.2"), disk),
+		"-netdev", "user,id=n0,hostfwd=tcp:127.0.0.1:"+strconv.Itoa(port)+"-:80",
 		"-device", "virtio-net-pci,netdev=n0,romfile=",
-		"-serial", "null"}
+		"-serial", "null")
 	start := time.Now()
 	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
 	if err := cmd.Start(); err != nil {

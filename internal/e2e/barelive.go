@@ -178,14 +178,11 @@ func (b *bareVM) start(ctx context.Context, h *testcluster.Host, dir, incoming s
 		}
 	}
 	q := &bareQEMU{host: h, dir: dir}
-	args := []string{"-nodefaults", "-no-user-config", "-display", "none", "-vga", "none",
-		"-machine", "pc", "-accel", "tcg", "-m", "256", "-smp", "1",
-		"-kernel", b.d.Kernel, "-initrd", b.d.Initrd, "-append", b.cmdline,
-		"-drive", "file=" + b.disk + ",format=raw,if=virtio,cache=writeback",
-		"-netdev", "tap,id=n0,ifname=" + bareTap + ",script=no,downscript=no",
-		"-device", "virtio-net-pci,netdev=n0,romfile=,mac=" + bareMAC,
-		"-serial", "file:" + filepath.Join(dir, "console.log"),
-		"-qmp", "unix:" + filepath.Join(dir, "qmp.sock") + ",server=on,wait=off"}
+	args := append(bareMachineArgs(b.d.Kernel, b.d.Initrd, b.cmdline, b.disk),
+		"-netdev", "tap,id=n0,ifname="+bareTap+",script=no,downscript=no",
+		"-device", "virtio-net-pci,netdev=n0,romfile=,mac="+bareMAC,
+		"-serial", "file:"+filepath.Join(dir, "console.log"),
+		"-qmp", "unix:"+filepath.Join(dir, "qmp.sock")+",server=on,wait=off")
 	if incoming == "" {
 		args = append(args, "-S")
 	} else {
